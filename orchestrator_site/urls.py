@@ -1,0 +1,10 @@
+"""URL routes: the chat page, the SSE endpoint, admin and login."""
+
+from django.contrib import admin
+from django.urls import include, path
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("accounts/", include("django.contrib.auth.urls")),
+    path("", include("streams.urls")),
+]

@@ -1,0 +1,70 @@
+"""Provider registry: names in settings.STREAMS_PROVIDERS map to provider instances."""
+
+import logging
+from importlib import import_module
+
+from django.conf import settings
+from django.utils.module_loading import import_string
+
+from .base import ERROR_CODES, LLMRequest, Provider, ProviderError, Usage
+
+__all__ = [
+    "ERROR_CODES",
+    "LLMRequest",
+    "Provider",
+    "ProviderError",
+    "Usage",
+    "get_provider",
+    "provider_names",
+    "aclose_all",
+]
+
+logger = logging.getLogger(__name__)
+
+# Module that builds each provider kind; each has build(name, config) -> Provider.
+KINDS = {
+    "simulated": "streams.providers.simulated",
+    "openai": "streams.providers.openai_provider",
+    "anthropic": "streams.providers.anthropic_provider",
+}
+
+_instances: dict[str, Provider] = {}
+
+
+def provider_names() -> list[str]:
+    """Names of the configured providers."""
+    return sorted(settings.STREAMS_PROVIDERS)
+
+
+def get_provider(name: str) -> Provider:
+    """Return the (cached) provider configured under `name`."""
+    provider = _instances.get(name)
+    if provider is None:
+        try:
+            config = settings.STREAMS_PROVIDERS[name]
+        except KeyError:
+            raise ProviderError("bad_request", f"unknown provider {name!r}") from None
+        if "factory" in config:
+            provider = import_string(config["factory"])(name, config)
+        else:
+            provider = import_module(KINDS[config["kind"]]).build(name, config)
+        _instances[name] = provider
+    return provider
+
+
+def reset() -> None:
+    """Forget cached providers (settings changed, e.g. in tests)."""
+    _instances.clear()
+
+
+async def aclose_all() -> None:
+    """Close every provider that holds network resources."""
+    providers = list(_instances.values())
+    _instances.clear()
+    for provider in providers:
+        aclose = getattr(provider, "aclose", None)
+        if aclose is not None:
+            try:
+                await aclose()
+            except Exception:  # closing is best effort at shutdown
+                logger.exception("closing provider failed")

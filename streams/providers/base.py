@@ -1,0 +1,45 @@
+"""The one small interface every LLM provider implements."""
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class LLMRequest:
+    """What a task asks of a provider: a rendered prompt and its sampling options."""
+
+    model: str
+    prompt: str
+    system: str = ""
+    max_tokens: int | None = None
+    temperature: float | None = None
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Token counts the provider reported for one call."""
+
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+
+class ProviderError(Exception):
+    """A provider call failed; `code` is one of ERROR_CODES and `message` never holds a secret."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+# Stable codes that reach clients in task.failed.error.code.
+ERROR_CODES = ("auth", "rate_limited", "upstream_error", "timeout", "connection", "bad_response")
+
+
+class Provider(Protocol):
+    """Streams a completion: yields text pieces in order, then at most one Usage."""
+
+    def stream(self, request: LLMRequest) -> AsyncIterator[str | Usage]:
+        """Return an async generator; closing it must close the upstream request."""
+        ...

@@ -1,0 +1,66 @@
+"""Deterministic, network-free provider: text derived from the prompt, at a configurable pace."""
+
+import asyncio
+import hashlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from .base import LLMRequest, Usage
+
+WORDS = (
+    "stream order token answer model latency pipeline context signal summary detail "
+    "result insight measure flow event buffer render reason clear quick steady"
+).split()
+
+# A buffered source never suspends on its own; yield to the loop every so many tokens.
+YIELD_EVERY = 64
+
+
+@dataclass
+class SimulatedProvider:
+    """Yields `tokens` words chosen from a hash of the prompt, `ttft_s` then 1/`tokens_per_s` apart."""
+
+    name: str = "simulated"
+    tokens_per_s: float = 30.0
+    ttft_s: float = 0.2
+    tokens: int = 60
+
+    def text_for(self, request: LLMRequest) -> list[str]:
+        """The exact token list this provider produces for a request."""
+        digest = hashlib.sha256(f"{request.model}\0{request.system}\0{request.prompt}".encode()).digest()
+        out = []
+        for i in range(self.tokens):
+            word = WORDS[(digest[i % len(digest)] + i) % len(WORDS)]
+            out.append(word if i == 0 else " " + word)
+        return out
+
+    async def stream(self, request: LLMRequest) -> AsyncIterator[str | Usage]:
+        """Stream the tokens at the configured pace."""
+        tokens = self.text_for(request)
+        if request.max_tokens:
+            tokens = tokens[: request.max_tokens]
+        if self.ttft_s > 0:
+            await asyncio.sleep(self.ttft_s)
+        gap = 1.0 / self.tokens_per_s if self.tokens_per_s > 0 else 0.0
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        for i, token in enumerate(tokens):
+            if gap:
+                # Pace against the start time so sleep overshoot does not accumulate.
+                delay = start + i * gap - loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            elif i % YIELD_EVERY == YIELD_EVERY - 1:
+                await asyncio.sleep(0)
+            yield token
+        yield Usage(prompt_tokens=len(request.prompt.split()), completion_tokens=len(tokens))
+
+
+def build(name: str, config: dict) -> SimulatedProvider:
+    """Build from a settings entry."""
+    return SimulatedProvider(
+        name=name,
+        tokens_per_s=float(config.get("tokens_per_s", 30.0)),
+        ttft_s=float(config.get("ttft_s", 0.2)),
+        tokens=int(config.get("tokens", 60)),
+    )

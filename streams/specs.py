@@ -1,0 +1,34 @@
+"""Plain, immutable descriptions of pipelines and tasks that the streaming core runs on."""
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One LLM call of a pipeline, as the orchestrator sees it."""
+
+    key: str
+    title: str = ""
+    provider: str = "simulated"
+    model: str = ""
+    system: str = ""
+    prompt: str = "{{ input }}"
+    depends_on: tuple[str, ...] = ()
+    timeout_s: float | None = None
+    max_tokens: int | None = None
+    temperature: float | None = None
+
+
+@dataclass(frozen=True)
+class PipelineSpec:
+    """A pipeline: its tasks in delivery order."""
+
+    slug: str
+    name: str = ""
+    description: str = ""
+    tasks: tuple[TaskSpec, ...] = field(default_factory=tuple)
+
+    @property
+    def order(self) -> tuple[str, ...]:
+        """Task keys in delivery order."""
+        return tuple(t.key for t in self.tasks)
