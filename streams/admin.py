@@ -1,0 +1,159 @@
+"""Admin for pipelines: tasks edited inline, the whole pipeline validated before anything is saved."""
+
+import json
+import re
+
+from django import forms
+from django.contrib import admin
+from django.core.exceptions import ValidationError
+from django.db.models import Count
+from django.forms.models import BaseInlineFormSet
+
+from .dag import TASK_FIELDS, task_from_fields, validate_spec
+from .models import Pipeline, PipelineTask
+from .providers import provider_names
+from .specs import PipelineSpec
+
+
+class DependsOnField(forms.Field):
+    """Task keys typed as `task_a, task_b` (a JSON list is accepted too), stored as a list."""
+
+    widget = forms.TextInput
+
+    def prepare_value(self, value):
+        """Show a stored list as comma-separated keys; leave submitted text as typed."""
+        if isinstance(value, list | tuple):
+            return ", ".join(value)
+        return value
+
+    def to_python(self, value):
+        """Parse the text into a list of keys."""
+        if value in (None, ""):
+            return []
+        if isinstance(value, list | tuple):
+            return [str(v) for v in value]
+        text = str(value).strip()
+        if text.startswith("["):
+            try:
+                parsed = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise ValidationError(f"Not a valid JSON list: {exc}") from exc
+            if not isinstance(parsed, list) or not all(isinstance(v, str) for v in parsed):
+                raise ValidationError("Expected a list of task keys.")
+            return parsed
+        return [part for part in re.split(r"[\s,]+", text) if part]
+
+    def has_changed(self, initial, data):
+        """Compare parsed lists, so re-saving unchanged text is not a change."""
+        try:
+            return self.to_python(data) != list(initial or [])
+        except ValidationError:
+            return True
+
+
+class PipelineTaskForm(forms.ModelForm):
+    """One task row; provider offered as a list of the configured providers."""
+
+    depends_on = DependsOnField(
+        required=False, help_text="Keys of tasks of this pipeline that this one needs, comma-separated."
+    )
+
+    class Meta:
+        """All editable task fields plus the delivery position."""
+
+        model = PipelineTask
+        fields = ("position", *TASK_FIELDS)
+        widgets = {
+            "system": forms.Textarea(attrs={"rows": 2, "cols": 80}),
+            "prompt": forms.Textarea(attrs={"rows": 4, "cols": 80}),
+        }
+
+    def __init__(self, *args, **kwargs):
+        """Offer the configured providers, plus the current one if it is no longer configured."""
+        super().__init__(*args, **kwargs)
+        names = provider_names()
+        current = self.instance.provider if self.instance.pk else None
+        if current and current not in names:
+            names = [*names, current]
+        self.fields["provider"].widget = forms.Select(choices=[(n, n) for n in names])
+
+
+class PipelineTaskFormSet(BaseInlineFormSet):
+    """Validates the submitted tasks together: keys, dependencies, cycles, order, providers, templates."""
+
+    def _kept_forms(self) -> list[forms.Form]:
+        """Forms that become rows, in delivery order (position, then the order on the page)."""
+        kept = []
+        for index, form in enumerate(self.forms):
+            if not getattr(form, "cleaned_data", None):
+                continue  # an untouched extra form
+            if self.can_delete and self._should_delete_form(form):
+                continue
+            position = form.cleaned_data.get("position")
+            kept.append((position if position is not None else index, index, form))
+        return [form for _, _, form in sorted(kept, key=lambda item: item[:2])]
+
+    def clean(self):
+        """Build the spec that saving would produce and refuse it if it is not runnable."""
+        super().clean()
+        if any(form.errors for form in self.forms):
+            return  # field errors are shown on their rows; the spec cannot be built yet
+        self.ordered_forms_for_save = self._kept_forms()
+        tasks = tuple(
+            task_from_fields({name: form.cleaned_data.get(name) for name in TASK_FIELDS})
+            for form in self.ordered_forms_for_save
+        )
+        parent = self.instance
+        spec = PipelineSpec(slug=parent.slug or "", name=parent.name or "", tasks=tasks)
+        errors = validate_spec(spec, provider_names())
+        if errors:
+            raise ValidationError(errors)
+
+    def save(self, commit=True):
+        """Save, then renumber positions 0..n-1 in the order that was validated."""
+        saved = super().save(commit=commit)
+        if commit:
+            for position, form in enumerate(getattr(self, "ordered_forms_for_save", [])):
+                task = form.instance
+                if task.pk and task.position != position:
+                    task.position = position
+                    task.save(update_fields=["position"])
+        return saved
+
+
+class PipelineTaskInline(admin.StackedInline):
+    """Tasks of a pipeline; `position` sets the delivery order."""
+
+    model = PipelineTask
+    form = PipelineTaskForm
+    formset = PipelineTaskFormSet
+    extra = 0
+    fields = (
+        ("position", "key", "title"),
+        ("provider", "model"),
+        "system",
+        "prompt",
+        "depends_on",
+        ("timeout_s", "max_tokens", "temperature"),
+    )
+
+
+@admin.register(Pipeline)
+class PipelineAdmin(admin.ModelAdmin):
+    """Pipelines with their tasks inline."""
+
+    list_display = ("slug", "name", "task_count", "updated")
+    search_fields = ("slug", "name", "description")
+    prepopulated_fields = {"slug": ("name",)}
+    readonly_fields = ("created", "updated")
+    fields = ("name", "slug", "description", "created", "updated")
+    inlines = [PipelineTaskInline]
+
+    def get_queryset(self, request):
+        """Count tasks in the list query rather than once per row."""
+        return super().get_queryset(request).annotate(num_tasks=Count("tasks"))
+
+    @admin.display(description="tasks", ordering="num_tasks")
+    def task_count(self, obj: Pipeline) -> int:
+        """Number of tasks."""
+        return obj.num_tasks
