@@ -105,6 +105,8 @@ LOGIN_REDIRECT_URL = "/"
 # capacity bound, see docs/architecture.md) or "core" (lists with a capacity bound).
 REDIS_URL = os.environ.get("REDIS_URL", "")
 REDIS_CHANNEL_LAYER = os.environ.get("REDIS_CHANNEL_LAYER", "pubsub")
+# Seconds to wait for a Redis connection before the layer counts as unavailable.
+REDIS_CONNECT_TIMEOUT_S = env_float("REDIS_CONNECT_TIMEOUT_S", 5.0)
 
 
 def redis_host_config(url: str) -> dict:
@@ -115,7 +117,7 @@ def redis_host_config(url: str) -> dict:
     return {
         "address": url,
         "socket_timeout": None,
-        "socket_connect_timeout": env_float("REDIS_CONNECT_TIMEOUT_S", 5.0),
+        "socket_connect_timeout": REDIS_CONNECT_TIMEOUT_S,
         "health_check_interval": 30,
         "retry_on_timeout": False,
     }

@@ -1,0 +1,187 @@
+"""The WebSocket consumer: checks client frames, hands work to the run host, relays ordered frames."""
+
+import asyncio
+import json
+import logging
+import uuid
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+
+from .catalog import load_spec
+from .frames import ClientError, TokenBucket, owner_of, parse_client_frame
+from .gate import Frame
+from .host import get_host, run_group
+from .relay import RunRelay
+from .runlog import get_run_log
+
+logger = logging.getLogger(__name__)
+
+# Messages from the run host that touch no database: they skip Channels' per-message
+# close_old_connections, which costs a thread hop per token frame.
+NO_DB_MESSAGES = {"run.frames", "run.progress"}
+# Cleanup on close must not hang on a dead Redis.
+CLOSE_TIMEOUT_S = 5.0
+
+
+class StreamConsumer(AsyncWebsocketConsumer):
+    """One browser tab: starts, cancels and resumes runs, and sends their frames in order."""
+
+    async def dispatch(self, message):
+        """Route host messages straight to their handler; everything else the Channels way."""
+        if message["type"] in NO_DB_MESSAGES:
+            handler = self.run_frames if message["type"] == "run.frames" else self.run_progress
+            await handler(message)
+        else:
+            await super().dispatch(message)
+
+    async def connect(self):
+        """Accept the handshake, unless anonymous use is off and nobody is logged in."""
+        self.cfg = settings.STREAMS
+        user = self.scope.get("user")
+        if not self.cfg["ALLOW_ANONYMOUS"] and not (user and user.is_authenticated):
+            await self.close(code=4401)
+            return
+        session = self.scope.get("session")
+        self.owner = owner_of(user, session.session_key if session else None, self.channel_name)
+        self.watching: dict[str, RunRelay] = {}
+        self.started: set[str] = set()  # runs this connection started and that are not over
+        loop = asyncio.get_running_loop()
+        self.bucket = TokenBucket(self.cfg["RATE_LIMIT_PER_S"], 2 * self.cfg["RATE_LIMIT_PER_S"], loop.time())
+        await self.accept()
+
+    async def disconnect(self, code):
+        """Leave every run's group; runs nobody watches any more are cancelled (after the grace)."""
+        watching = list(getattr(self, "watching", {}))
+        if not watching:
+            return
+        host = get_host()
+        try:
+            async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                for run_id in watching:
+                    await self.channel_layer.group_discard(run_group(run_id), self.channel_name)
+                    await host.detach(run_id)
+                # Nothing of a cancelled run may outlive the connection: wait for local ones.
+                await host.settle(watching)
+        except Exception:
+            logger.warning("cleanup of runs %s on close failed", watching, exc_info=True)
+
+    async def receive(self, text_data=None, bytes_data=None):
+        """Handle one client frame; a refused frame gets an error and the connection stays open."""
+        ref = None
+        try:
+            if not self.bucket.allow(asyncio.get_running_loop().time()):
+                raise ClientError("rate_limited", "too many frames; slow down")
+            frame = parse_client_frame(
+                text_data,
+                max_bytes=self.cfg["MAX_FRAME_BYTES"],
+                max_input_chars=self.cfg["MAX_INPUT_CHARS"],
+            )
+            ref = frame.get("ref")
+            handler = {
+                "run.start": self.start_run,
+                "run.cancel": self.cancel_run,
+                "run.resume": self.resume_run,
+                "ping": self.pong,
+            }[frame["type"]]
+            await handler(frame)
+        except ClientError as exc:
+            if exc.ref is None and ref is not None:
+                exc.ref = ref
+            await self.send_json(exc.frame())
+
+    async def send_json(self, data: dict) -> None:
+        """Send one JSON frame."""
+        await self.send(text_data=json.dumps(data, ensure_ascii=False))
+
+    async def pong(self, frame: dict) -> None:
+        """Echo a ping."""
+        await self.send_json({**frame, "type": "pong"})
+
+    async def start_run(self, frame: dict) -> None:
+        """Start a run of a pipeline on the client's input."""
+        if len(self.started) >= self.cfg["MAX_RUNS_PER_CONNECTION"]:
+            raise ClientError("too_many_runs", "too many runs in flight on this connection")
+        spec = await database_sync_to_async(load_spec)(frame["pipeline"])
+        if spec is None:
+            raise ClientError("unknown_pipeline", f"no pipeline {frame['pipeline']!r}")
+        run_id = uuid.uuid4().hex
+        # Join the group first: no frame of the run may be published before we listen.
+        await self.channel_layer.group_add(run_group(run_id), self.channel_name)
+        self.watching[run_id] = RunRelay(run_id, 0, self.send_json)
+        self.started.add(run_id)
+        await self.send_json(
+            {
+                "type": "run.accepted",
+                "run_id": run_id,
+                "pipeline": spec.slug,
+                "tasks": [{"key": t.key, "title": t.title} for t in spec.tasks],
+                "ref": frame.get("ref"),
+            }
+        )
+        await get_host().start(run_id, spec, frame["input"], self.owner, on_layer_failure=self._layer_failed)
+
+    async def cancel_run(self, frame: dict) -> None:
+        """Cancel a run this client owns, on whichever instance hosts it."""
+        run_id = frame["run_id"]
+        await self._check_owner(run_id)
+        await get_host().cancel(run_id)
+
+    async def resume_run(self, frame: dict) -> None:
+        """Re-send the run's frames after `after_seq`, then continue live."""
+        run_id, after = frame["run_id"], frame["after_seq"]
+        await self._check_owner(run_id)
+        if run_id not in self.watching:
+            await self.channel_layer.group_add(run_group(run_id), self.channel_name)
+            await get_host().attach(run_id)
+        # Subscribed first, then the log: what is published meanwhile is either in the
+        # log or arrives later and is recognised by its seq.
+        self.watching[run_id] = RunRelay(run_id, after, self.send_json)
+        await self._relay(run_id, None)
+
+    async def _check_owner(self, run_id: str) -> None:
+        """Refuse a run that does not exist or belongs to someone else, with the same answer."""
+        meta = await get_run_log().get_meta(run_id)
+        if meta is None or meta.get("owner") != self.owner:
+            raise ClientError("unknown_run", f"no run {run_id!r}")
+
+    async def run_frames(self, message: dict) -> None:
+        """Frames of a run published by its host."""
+        frames = message["frames"]
+        if frames:
+            await self._relay(frames[0]["run_id"], frames)
+
+    async def run_progress(self, message: dict) -> None:
+        """Progress of a run's background tasks (unordered)."""
+        frame = message["frame"]
+        if frame["run_id"] in self.watching:
+            await self.send_json(frame)
+
+    async def _relay(self, run_id: str, frames: list[Frame] | None) -> None:
+        """Send frames through the run's relay (None: replay the log); forget the run at its end."""
+        relay = self.watching.get(run_id)
+        if relay is None:
+            return
+        await (relay.replay() if frames is None else relay.push(frames))
+        if relay.ended:
+            await self._finished(run_id)
+
+    async def _finished(self, run_id: str) -> None:
+        """The run's final frame was sent: stop listening to it."""
+        self.watching.pop(run_id, None)
+        self.started.discard(run_id)
+        await self.channel_layer.group_discard(run_group(run_id), self.channel_name)
+
+    def _layer_failed(self, frames: list[Frame]) -> None:
+        """The layer is down: the host hands the run's frames over directly."""
+        if frames:
+            task = asyncio.ensure_future(self._send_frames_direct(frames[0]["run_id"], frames))
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+    async def _send_frames_direct(self, run_id: str, frames: list[Frame]) -> None:
+        """Send what this client has not seen, without touching the layer or the log."""
+        relay = self.watching.pop(run_id, None)
+        self.started.discard(run_id)
+        if relay is not None:
+            await relay.push(frames)

@@ -1,0 +1,270 @@
+"""Runs hosted by this process: start, cancel (from any instance), and the resume grace period."""
+
+import asyncio
+import logging
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from channels.layers import get_channel_layer
+from django.conf import settings
+
+from . import orchestrator
+from .gate import Frame
+from .pump import RunPump
+from .runlog import get_run_log
+from .specs import PipelineSpec
+
+logger = logging.getLogger(__name__)
+
+
+def run_group(run_id: str) -> str:
+    """The channel-layer group that carries a run's frames."""
+    return f"run.{run_id}"
+
+
+def control_group(run_id: str) -> str:
+    """The channel-layer group that carries cancel/attach/detach for a run to its host."""
+    return f"runctl.{run_id}"
+
+
+@dataclass
+class HostedRun:
+    """A run whose tasks execute in this process."""
+
+    run_id: str
+    spec: PipelineSpec
+    pump: RunPump
+    watchers: int = 1
+    task: asyncio.Task | None = None
+    exec_task: asyncio.Task | None = None
+    grace: asyncio.TimerHandle | None = None
+    # Called with the final frames when the layer failed and they cannot travel through it.
+    on_layer_failure: set[Callable[[list[Frame]], None]] = field(default_factory=set)
+
+
+class RunHost:
+    """The runs of one event loop, and the control channel that reaches them from other instances."""
+
+    def __init__(self):
+        self.layer = get_channel_layer()
+        self.runs: dict[str, HostedRun] = {}
+        self._control_channel: str | None = None
+        self._control_task: asyncio.Task | None = None
+        self._control_lock = asyncio.Lock()
+
+    async def start(
+        self,
+        run_id: str,
+        spec: PipelineSpec,
+        user_input: str,
+        owner: str,
+        on_layer_failure: Callable[[list[Frame]], None] | None = None,
+    ) -> None:
+        """Record the run, then start its tasks and its sender."""
+        cfg = settings.STREAMS
+        meta = {"owner": owner, "pipeline": spec.slug, "tasks": list(spec.order)}
+        await get_run_log().create(run_id, meta)
+        await self._listen(run_id)
+
+        async def publish(frames: list[Frame]) -> None:
+            # Log and group message go out together; both are awaited before the next
+            # send, so a consumer that sees a gap finds the missing frames in the log.
+            await asyncio.gather(
+                get_run_log().append(run_id, frames),
+                self.layer.group_send(run_group(run_id), {"type": "run.frames", "frames": frames}),
+            )
+
+        async def progress(frame: dict) -> None:
+            await self.layer.group_send(run_group(run_id), {"type": "run.progress", "frame": frame})
+
+        pump = RunPump(
+            run_id,
+            spec.order,
+            publish,
+            progress,
+            progress_interval_s=cfg["PROGRESS_INTERVAL_S"],
+            coalesce_window_s=cfg["COALESCE_WINDOW_S"],
+        )
+        run = HostedRun(run_id, spec, pump)
+        if on_layer_failure is not None:
+            run.on_layer_failure.add(on_layer_failure)
+        self.runs[run_id] = run
+        run.task = asyncio.create_task(self._main(run, user_input), name=f"run:{run_id}")
+
+    async def _main(self, run: HostedRun, user_input: str) -> None:
+        """Drive one run to its end, whatever ends it."""
+        exec_task = asyncio.create_task(
+            orchestrator.execute(
+                run.spec, user_input, run.pump, default_timeout_s=settings.STREAMS["TASK_TIMEOUT_S"]
+            )
+        )
+        run.exec_task = exec_task
+        pump_task = asyncio.create_task(run.pump.run())
+        try:
+            await asyncio.wait({exec_task, pump_task}, return_when=asyncio.FIRST_COMPLETED)
+            if pump_task.done() and pump_task.exception() is not None:
+                await self._layer_failed(run, exec_task, pump_task.exception())
+                return
+            try:
+                await exec_task
+            except asyncio.CancelledError:
+                run.pump.cancel()
+            except Exception as exc:  # execute() handles task errors; this is a bug
+                logger.exception("run %s: orchestrator failed", run.run_id)
+                run.pump.abort("internal", f"the run failed unexpectedly: {type(exc).__name__}")
+            await pump_task
+        except asyncio.CancelledError:
+            # The host itself is going away (shutdown): stop everything, wait for it.
+            for t in (exec_task, pump_task):
+                t.cancel()
+            await asyncio.gather(exec_task, pump_task, return_exceptions=True)
+            raise
+        except Exception as exc:
+            await self._layer_failed(run, exec_task, exc)
+        finally:
+            self._forget(run)
+
+    async def _layer_failed(self, run: HostedRun, exec_task: asyncio.Task, exc: BaseException) -> None:
+        """The channel layer or log failed: stop the tasks and tell local clients directly."""
+        logger.error("run %s: channel layer unavailable: %s", run.run_id, exc)
+        exec_task.cancel()
+        await asyncio.gather(exec_task, return_exceptions=True)
+        run.pump.history.extend(
+            run.pump.gate.abort("layer_unavailable", "the message layer (Redis) is unavailable")
+        )
+        for callback in list(run.on_layer_failure):
+            # Every frame of the run: each local client skips what it already has.
+            callback(run.pump.history)
+
+    def _forget(self, run: HostedRun) -> None:
+        """Drop a finished run and its control subscription."""
+        if run.grace is not None:
+            run.grace.cancel()
+        self.runs.pop(run.run_id, None)
+        if self._control_channel is not None:
+            task = asyncio.ensure_future(
+                self.layer.group_discard(control_group(run.run_id), self._control_channel)
+            )
+            task.add_done_callback(_log_failure)
+
+    async def settle(self, run_ids, timeout_s: float | None = None) -> None:
+        """Wait until those of `run_ids` hosted here that nobody watches have ended."""
+        tasks = [
+            run.task
+            for run_id in run_ids
+            if (run := self.runs.get(run_id)) is not None and run.watchers == 0 and run.grace is None
+        ]
+        if tasks:
+            await asyncio.wait([t for t in tasks if t is not None], timeout=timeout_s)
+
+    # --- control: cancel, attach, detach; local calls and messages from other instances ---
+
+    async def cancel(self, run_id: str) -> None:
+        """Cancel a run wherever it is hosted."""
+        if run_id in self.runs:
+            self._cancel_local(run_id)
+        else:
+            await self._send_control(run_id, "cancel")
+
+    async def attach(self, run_id: str) -> None:
+        """A connection started watching the run (a resume)."""
+        if run_id in self.runs:
+            self._attach_local(run_id)
+        else:
+            await self._send_control(run_id, "attach")
+
+    async def detach(self, run_id: str) -> None:
+        """A watching connection closed; the run is cancelled once nobody watches (after the grace)."""
+        if run_id in self.runs:
+            self._detach_local(run_id)
+        else:
+            await self._send_control(run_id, "detach")
+
+    async def _send_control(self, run_id: str, action: str) -> None:
+        """Ask the instance that hosts the run to apply `action`."""
+        message = {"type": "run.control", "action": action, "run_id": run_id}
+        await self.layer.group_send(control_group(run_id), message)
+
+    def _cancel_local(self, run_id: str) -> None:
+        run = self.runs.get(run_id)
+        if run is not None and run.exec_task is not None:
+            logger.info("run %s: cancelled", run_id)
+            run.exec_task.cancel()
+
+    def _attach_local(self, run_id: str) -> None:
+        run = self.runs.get(run_id)
+        if run is not None:
+            run.watchers += 1
+            if run.grace is not None:
+                run.grace.cancel()
+                run.grace = None
+
+    def _detach_local(self, run_id: str) -> None:
+        run = self.runs.get(run_id)
+        if run is None:
+            return
+        run.watchers = max(run.watchers - 1, 0)
+        if run.watchers:
+            return
+        grace = settings.STREAMS["RESUME_GRACE_S"]
+        if grace <= 0:
+            self._cancel_local(run_id)
+        elif run.grace is None:
+            run.grace = asyncio.get_running_loop().call_later(grace, self._cancel_local, run_id)
+
+    async def _listen(self, run_id: str) -> None:
+        """Subscribe this host's control channel to the run's control group."""
+        async with self._control_lock:
+            if self._control_channel is None:
+                self._control_channel = await self.layer.new_channel("streams.host.")
+                self._control_task = asyncio.create_task(self._control_loop(self._control_channel))
+        await self.layer.group_add(control_group(run_id), self._control_channel)
+
+    async def _control_loop(self, channel: str) -> None:
+        """Apply control messages sent to runs hosted here."""
+        actions = {"cancel": self._cancel_local, "attach": self._attach_local, "detach": self._detach_local}
+        while True:
+            try:
+                message = await self.layer.receive(channel)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("control channel receive failed; retrying")
+                await asyncio.sleep(1)
+                continue
+            action = actions.get(message.get("action"))
+            run_id = message.get("run_id")
+            if action is not None and run_id:
+                action(run_id)
+
+
+def _log_failure(task: asyncio.Future) -> None:
+    """Log a background cleanup that failed."""
+    if not task.cancelled() and task.exception() is not None:
+        logger.warning("background cleanup failed: %s", task.exception())
+
+
+_hosts: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def get_host() -> RunHost:
+    """The host of the running event loop."""
+    loop = asyncio.get_running_loop()
+    host = _hosts.get(loop)
+    if host is None:
+        host = _hosts[loop] = RunHost()
+    return host
+
+
+async def close_host() -> None:
+    """Cancel the running loop's runs and control reader (shutdown and tests)."""
+    host = _hosts.pop(asyncio.get_running_loop(), None)
+    if host is None:
+        return
+    tasks = [run.task for run in host.runs.values() if run.task is not None]
+    if host._control_task is not None:
+        tasks.append(host._control_task)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)

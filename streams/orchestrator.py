@@ -1,0 +1,130 @@
+"""Runs a pipeline's tasks as a DAG: one coroutine per task, started when its dependencies are done."""
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from contextlib import aclosing
+from typing import Protocol
+
+from .prompts import render_prompt
+from .providers import LLMRequest, Provider, ProviderError, Usage, get_provider
+from .specs import PipelineSpec, TaskSpec
+
+logger = logging.getLogger(__name__)
+
+
+class Sink(Protocol):
+    """Where task events go (a RunPump)."""
+
+    def started(self, task: str) -> None: ...
+    def delta(self, task: str, text: str) -> None: ...
+    def finished(self, task: str, *, stats: dict | None = None, error: dict | None = None) -> None: ...
+
+
+class TaskFailed(Exception):
+    """A task ended with an error that goes to the client as task.failed."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+async def execute(
+    spec: PipelineSpec,
+    user_input: str,
+    sink: Sink,
+    *,
+    default_timeout_s: float,
+    providers: Callable[[str], Provider] = get_provider,
+) -> dict[str, str]:
+    """Run every task of `spec`; return the outputs of the tasks that completed."""
+    outputs: dict[str, str] = {}
+    done: dict[str, asyncio.Future[bool]] = {
+        t.key: asyncio.get_running_loop().create_future() for t in spec.tasks
+    }
+
+    async def run_task(task: TaskSpec) -> None:
+        ok = True
+        for dep in task.depends_on:
+            ok = await done[dep] and ok
+        sink.started(task.key)
+        try:
+            if not ok:
+                failed = [d for d in task.depends_on if not done[d].result()]
+                raise TaskFailed("dependency_failed", "upstream task failed: " + ", ".join(failed))
+            text, stats = await _stream_task(task, user_input, outputs, sink, default_timeout_s, providers)
+        except TaskFailed as exc:
+            sink.finished(task.key, error={"code": exc.code, "message": exc.message})
+            done[task.key].set_result(False)
+        else:
+            outputs[task.key] = text
+            sink.finished(task.key, stats=stats)
+            done[task.key].set_result(True)
+
+    # A TaskGroup cancels and awaits every task when the run is cancelled, so every
+    # provider stream is closed (aclosing) before execute() returns.
+    async with asyncio.TaskGroup() as group:
+        for task in spec.tasks:
+            group.create_task(run_task(task), name=f"task:{task.key}")
+    return outputs
+
+
+async def _stream_task(
+    task: TaskSpec,
+    user_input: str,
+    outputs: dict[str, str],
+    sink: Sink,
+    default_timeout_s: float,
+    providers: Callable[[str], Provider],
+) -> tuple[str, dict]:
+    """Call the task's provider and pass its text on; return the text and the task's stats."""
+    begin = time.monotonic()
+    try:
+        upstream = {k: outputs[k] for k in task.depends_on}
+        request = LLMRequest(
+            model=task.model,
+            prompt=render_prompt(task.prompt, user_input, upstream),
+            system=render_prompt(task.system, user_input, upstream) if task.system else "",
+            max_tokens=task.max_tokens,
+            temperature=task.temperature,
+        )
+    except Exception as exc:  # a template that validated but failed on this input
+        logger.warning("task %s: prompt rendering failed: %s", task.key, exc)
+        raise TaskFailed("bad_template", f"the prompt could not be rendered: {exc}") from None
+    parts: list[str] = []
+    usage: Usage | None = None
+    first: float | None = None
+    timeout_s = task.timeout_s or default_timeout_s
+    try:
+        async with asyncio.timeout(timeout_s):
+            provider = providers(task.provider)
+            async with aclosing(provider.stream(request)) as stream:
+                async for piece in stream:
+                    if isinstance(piece, Usage):
+                        usage = piece
+                        continue
+                    if not piece:
+                        continue
+                    if first is None:
+                        first = time.monotonic()
+                    parts.append(piece)
+                    sink.delta(task.key, piece)
+    except TimeoutError:
+        raise TaskFailed("timeout", f"the task took longer than {timeout_s:g} s") from None
+    except ProviderError as exc:
+        raise TaskFailed(exc.code, exc.message) from None
+    except Exception:
+        logger.exception("task %s: provider %s failed", task.key, task.provider)
+        raise TaskFailed("internal", "the task failed unexpectedly; see the server log") from None
+    end = time.monotonic()
+    stats = {
+        "tokens": usage.completion_tokens if usage and usage.completion_tokens is not None else len(parts),
+        "ttft_ms": round((first - begin) * 1000, 1) if first is not None else None,
+        "duration_ms": round((end - begin) * 1000, 1),
+    }
+    if usage is not None:
+        stats["prompt_tokens"] = usage.prompt_tokens
+        stats["completion_tokens"] = usage.completion_tokens
+    return "".join(parts), stats

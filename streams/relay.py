@@ -1,0 +1,55 @@
+"""Relays one run's ordered frames to one client: each seq exactly once, gaps filled from the log."""
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from .gate import Frame
+from .runlog import get_run_log
+
+logger = logging.getLogger(__name__)
+
+END_TYPES = frozenset({"run.completed", "run.failed", "run.cancelled"})
+
+
+class RunRelay:
+    """What one client has been sent of one run, and the sending of the rest in order."""
+
+    def __init__(self, run_id: str, after_seq: int, send: Callable[[Frame], Awaitable[None]]):
+        self.run_id = run_id
+        self.last = after_seq
+        self.ended = False
+        self._send = send
+
+    async def push(self, frames: list[Frame]) -> None:
+        """Send the frames this client has not had, in seq order; stop after the run's end."""
+        for frame in frames:
+            if self.ended:
+                return
+            seq = frame["seq"]
+            if seq <= self.last:
+                continue  # already sent (a replay overlapped the live stream)
+            if seq > self.last + 1:
+                await self._repair(seq)
+            await self._deliver(frame)
+
+    async def replay(self) -> None:
+        """Send what the run's log holds after the last seq sent."""
+        await self.push(await get_run_log().read(self.run_id, self.last))
+
+    async def _repair(self, upto: int) -> None:
+        """A message was lost (pub/sub reconnect) or overtaken: fill seq last+1..upto-1 from the log."""
+        for old in await get_run_log().read(self.run_id, self.last):
+            if old["seq"] >= upto:
+                break
+            await self._deliver(old)
+        if self.last + 1 != upto:
+            logger.error(
+                "run %s: frames %s..%s are missing from the log", self.run_id, self.last + 1, upto - 1
+            )
+
+    async def _deliver(self, frame: Frame) -> None:
+        """Send one frame and remember it."""
+        await self._send(frame)
+        self.last = frame["seq"]
+        if frame["type"] in END_TYPES:
+            self.ended = True

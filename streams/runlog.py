@@ -1,0 +1,136 @@
+"""Per-run storage of ordered frames and run metadata, in Redis or (one process) in memory."""
+
+import asyncio
+import json
+import logging
+import weakref
+from collections import OrderedDict
+from typing import Any
+
+from django.conf import settings
+
+logger = logging.getLogger(__name__)
+
+Frame = dict[str, Any]
+
+
+class MemoryRunLog:
+    """Run logs in this process's memory: for the in-memory channel layer (one process)."""
+
+    # Oldest runs are forgotten past this many, so the log cannot grow without bound.
+    MAX_RUNS = 2000
+
+    def __init__(self, max_frames: int):
+        self.max_frames = max_frames
+        self._frames: OrderedDict[str, list[Frame]] = OrderedDict()
+        self._meta: dict[str, dict] = {}
+
+    async def create(self, run_id: str, meta: dict) -> None:
+        """Record a new run and who owns it."""
+        self._frames[run_id] = []
+        self._meta[run_id] = dict(meta)
+        while len(self._frames) > self.MAX_RUNS:
+            old, _ = self._frames.popitem(last=False)
+            self._meta.pop(old, None)
+
+    async def get_meta(self, run_id: str) -> dict | None:
+        """The run's metadata, or None for an unknown or expired run."""
+        return self._meta.get(run_id)
+
+    async def append(self, run_id: str, frames: list[Frame]) -> None:
+        """Append ordered frames (consecutive seq) to the run's log."""
+        log = self._frames.get(run_id)
+        if log is not None and len(log) + len(frames) <= self.max_frames:
+            log.extend(frames)
+
+    async def read(self, run_id: str, after_seq: int) -> list[Frame]:
+        """Frames with seq > after_seq, in order."""
+        log = self._frames.get(run_id) or []
+        # seq starts at 1 and grows by exactly 1, so seq n sits at index n-1.
+        return log[max(after_seq, 0) :]
+
+    async def aclose(self) -> None:
+        """Nothing to close."""
+
+
+class RedisRunLog:
+    """Run logs as Redis streams whose entry ids are the frames' seq, with an expiry."""
+
+    def __init__(self, url: str, ttl_s: int, max_frames: int):
+        self.url = url
+        self.ttl_s = ttl_s
+        self.max_frames = max_frames
+        # redis.asyncio clients belong to one event loop; keep one per loop.
+        self._clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    def _redis(self):
+        """The client of the running loop."""
+        import redis.asyncio as aioredis
+
+        loop = asyncio.get_running_loop()
+        client = self._clients.get(loop)
+        if client is None:
+            client = aioredis.Redis.from_url(
+                self.url,
+                socket_timeout=10,
+                socket_connect_timeout=settings.REDIS_CONNECT_TIMEOUT_S,
+                health_check_interval=30,
+            )
+            self._clients[loop] = client
+        return client
+
+    @staticmethod
+    def _key(run_id: str, part: str) -> str:
+        return f"streams:run:{run_id}:{part}"
+
+    async def create(self, run_id: str, meta: dict) -> None:
+        """Record a new run and who owns it."""
+        key = self._key(run_id, "meta")
+        await self._redis().set(key, json.dumps(meta), ex=self.ttl_s)
+
+    async def get_meta(self, run_id: str) -> dict | None:
+        """The run's metadata, or None for an unknown or expired run."""
+        raw = await self._redis().get(self._key(run_id, "meta"))
+        return json.loads(raw) if raw else None
+
+    async def append(self, run_id: str, frames: list[Frame]) -> None:
+        """Append frames in one round trip; the stream entry id is the frame's seq."""
+        key = self._key(run_id, "log")
+        pipe = self._redis().pipeline(transaction=False)
+        for frame in frames:
+            pipe.xadd(key, {"f": json.dumps(frame)}, id=f"{frame['seq']}-1", maxlen=self.max_frames)
+        pipe.expire(key, self.ttl_s)
+        pipe.expire(self._key(run_id, "meta"), self.ttl_s)
+        await pipe.execute()
+
+    async def read(self, run_id: str, after_seq: int) -> list[Frame]:
+        """Frames with seq > after_seq, in order."""
+        entries = await self._redis().xrange(self._key(run_id, "log"), min=f"{max(after_seq, 0) + 1}-0")
+        return [json.loads(fields[b"f"]) for _, fields in entries]
+
+    async def aclose(self) -> None:
+        """Close the client of the running loop."""
+        client = self._clients.pop(asyncio.get_running_loop(), None)
+        if client is not None:
+            await client.aclose()
+
+
+_log = None
+
+
+def get_run_log():
+    """The process's run log: Redis when REDIS_URL is set, else memory."""
+    global _log
+    if _log is None:
+        cfg = settings.STREAMS
+        if settings.REDIS_URL:
+            _log = RedisRunLog(settings.REDIS_URL, cfg["LOG_TTL_S"], cfg["LOG_MAX_FRAMES"])
+        else:
+            _log = MemoryRunLog(cfg["LOG_MAX_FRAMES"])
+    return _log
+
+
+def reset_run_log() -> None:
+    """Forget the process's run log (settings changed, e.g. in tests)."""
+    global _log
+    _log = None
