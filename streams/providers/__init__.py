@@ -14,9 +14,9 @@ __all__ = [
     "Provider",
     "ProviderError",
     "Usage",
+    "aclose_all",
     "get_provider",
     "provider_names",
-    "aclose_all",
 ]
 
 logger = logging.getLogger(__name__)

@@ -7,10 +7,30 @@ from dataclasses import dataclass
 
 from .base import LLMRequest, Usage
 
-WORDS = (
-    "stream order token answer model latency pipeline context signal summary detail "
-    "result insight measure flow event buffer render reason clear quick steady"
-).split()
+WORDS = [
+    "stream",
+    "order",
+    "token",
+    "answer",
+    "model",
+    "latency",
+    "pipeline",
+    "context",
+    "signal",
+    "summary",
+    "detail",
+    "result",
+    "insight",
+    "measure",
+    "flow",
+    "event",
+    "buffer",
+    "render",
+    "reason",
+    "clear",
+    "quick",
+    "steady",
+]
 
 # A buffered source never suspends on its own; yield to the loop every so many tokens.
 YIELD_EVERY = 64
