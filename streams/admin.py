@@ -95,7 +95,6 @@ class PipelineTaskFormSet(BaseInlineFormSet):
 
     def clean(self):
         """Build the spec that saving would produce and refuse it if it is not runnable."""
-        super().clean()
         if any(form.errors for form in self.forms):
             return  # field errors are shown on their rows; the spec cannot be built yet
         self.ordered_forms_for_save = self._kept_forms()
@@ -108,6 +107,8 @@ class PipelineTaskFormSet(BaseInlineFormSet):
         errors = validate_spec(spec, provider_names())
         if errors:
             raise ValidationError(errors)
+        # Django's unique checks come after ours so that a duplicate key is reported by name.
+        super().clean()
 
     def save(self, commit=True):
         """Save, then renumber positions 0..n-1 in the order that was validated."""

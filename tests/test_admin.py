@@ -1,0 +1,221 @@
+"""The pipeline admin: pages load, bad pipelines are refused naming the task, good ones are saved in order."""
+
+import html
+
+import pytest
+from django.urls import reverse
+
+from streams.models import Pipeline, PipelineTask
+
+pytestmark = pytest.mark.django_db
+
+TASK_DEFAULTS = {
+    "title": "",
+    "provider": "simulated",
+    "model": "",
+    "system": "",
+    "prompt": "{{ input }}",
+    "depends_on": "",
+    "timeout_s": "",
+    "max_tokens": "",
+    "temperature": "",
+}
+
+
+def form_data(slug: str, tasks: list[dict], name: str = "Test", initial: int = 0) -> dict:
+    """POST data of the pipeline add/change form with its task inline."""
+    data = {
+        "slug": slug,
+        "name": name,
+        "description": "",
+        "tasks-TOTAL_FORMS": str(len(tasks)),
+        "tasks-INITIAL_FORMS": str(initial),
+        "tasks-MIN_NUM_FORMS": "0",
+        "tasks-MAX_NUM_FORMS": "1000",
+        "_save": "Save",
+    }
+    for i, task in enumerate(tasks):
+        for field, value in {"position": i, **TASK_DEFAULTS, **task}.items():
+            data[f"tasks-{i}-{field}"] = value
+    return data
+
+
+def page_text(response) -> str:
+    """The response body with HTML entities decoded."""
+    return html.unescape(response.content.decode())
+
+
+def test_changelist_and_add_pages_load(admin_client):
+    """A superuser sees the list (with the demo) and the add form."""
+    response = admin_client.get(reverse("admin:streams_pipeline_changelist"))
+    assert response.status_code == 200
+    assert "demo" in page_text(response)
+    response = admin_client.get(reverse("admin:streams_pipeline_add"))
+    assert response.status_code == 200
+    assert "tasks-TOTAL_FORMS" in page_text(response)
+
+
+def test_change_page_shows_dependencies_as_keys(admin_client):
+    """depends_on is edited as comma-separated keys."""
+    demo = Pipeline.objects.get(slug="demo")
+    response = admin_client.get(reverse("admin:streams_pipeline_change", args=[demo.pk]))
+    assert response.status_code == 200
+    assert 'value="task_a"' in page_text(response)
+
+
+def test_anonymous_is_sent_to_login(client):
+    """The admin is not public."""
+    response = client.get(reverse("admin:streams_pipeline_changelist"))
+    assert response.status_code == 302 and "/login/" in response["Location"]
+
+
+def test_cycle_is_refused_naming_the_task(admin_client):
+    """The page says which task is in which cycle, and nothing is saved."""
+    pipelines, tasks = Pipeline.objects.count(), PipelineTask.objects.count()
+    data = form_data(
+        "cyclic",
+        [
+            {"key": "a", "depends_on": "b", "prompt": "{{ outputs.b }}"},
+            {"key": "b", "depends_on": "a", "prompt": "{{ outputs.a }}"},
+        ],
+    )
+    response = admin_client.post(reverse("admin:streams_pipeline_add"), data)
+    assert response.status_code == 200
+    assert "task 'a': dependency cycle a -> b -> a" in page_text(response)
+    assert Pipeline.objects.count() == pipelines and PipelineTask.objects.count() == tasks
+
+
+@pytest.mark.parametrize(
+    ("task", "message"),
+    [
+        ({"key": "a", "provider": "nope"}, "task 'a': unknown provider 'nope'"),
+        ({"key": "a", "prompt": "{% if %}"}, "task 'a': prompt template does not parse"),
+        ({"key": "a", "prompt": "{{ outputs.x }}"}, "task 'a': prompt uses outputs.x"),
+        ({"key": "a", "timeout_s": "0"}, "task 'a': timeout_s must be a positive number"),
+        ({"key": "a", "depends_on": "ghost"}, "task 'a': depends on unknown task 'ghost'"),
+    ],
+)
+def test_other_refusals_name_the_task(admin_client, task, message):
+    """Each refusal of validate_spec appears on the page."""
+    response = admin_client.post(reverse("admin:streams_pipeline_add"), form_data("bad", [task]))
+    assert response.status_code == 200
+    assert message in page_text(response)
+    assert not Pipeline.objects.filter(slug="bad").exists()
+
+
+def test_delivery_order_problem_is_refused(admin_client):
+    """A task placed before its dependency is refused."""
+    data = form_data(
+        "order",
+        [
+            {"key": "late", "position": 0, "depends_on": "early", "prompt": "{{ outputs.early }}"},
+            {"key": "early", "position": 1},
+        ],
+    )
+    response = admin_client.post(reverse("admin:streams_pipeline_add"), data)
+    assert "task 'late': comes before 'early', which it depends on" in page_text(response)
+    assert not Pipeline.objects.filter(slug="order").exists()
+
+
+def test_invalid_key_is_a_field_error(admin_client):
+    """A malformed key is refused on its row."""
+    response = admin_client.post(reverse("admin:streams_pipeline_add"), form_data("k", [{"key": "bad key"}]))
+    assert response.status_code == 200
+    assert "A key is a letter or underscore" in page_text(response)
+    assert not Pipeline.objects.filter(slug="k").exists()
+
+
+def test_empty_pipeline_is_refused(admin_client):
+    """A pipeline needs at least one task."""
+    response = admin_client.post(reverse("admin:streams_pipeline_add"), form_data("empty", []))
+    assert "pipeline 'empty' has no tasks" in page_text(response)
+    assert not Pipeline.objects.filter(slug="empty").exists()
+
+
+def test_valid_pipeline_is_saved_in_position_order(admin_client):
+    """Rows are ordered by the position fields, then renumbered 0..n-1."""
+    data = form_data(
+        "good",
+        [
+            {"key": "third", "position": 30, "depends_on": "first, second"},
+            {"key": "first", "position": 10, "title": "First"},
+            {"key": "second", "position": 20, "depends_on": '["first"]', "prompt": "{{ outputs.first }}"},
+        ],
+    )
+    response = admin_client.post(reverse("admin:streams_pipeline_add"), data)
+    assert response.status_code == 302, page_text(response)
+    pipeline = Pipeline.objects.get(slug="good")
+    rows = list(pipeline.tasks.all())
+    assert [(r.key, r.position) for r in rows] == [("first", 0), ("second", 1), ("third", 2)]
+    assert rows[2].depends_on == ["first", "second"] and rows[1].depends_on == ["first"]
+    assert rows[0].title == "First" and rows[0].timeout_s is None
+    assert pipeline.validation_errors() == []
+
+
+def test_equal_positions_keep_page_order(admin_client):
+    """Rows left at the same position are saved in the order they appear."""
+    tasks = [{"key": k, "position": 0} for k in ("c", "a", "b")]
+    response = admin_client.post(reverse("admin:streams_pipeline_add"), form_data("same", tasks))
+    assert response.status_code == 302
+    keys = list(Pipeline.objects.get(slug="same").tasks.values_list("key", flat=True))
+    assert keys == ["c", "a", "b"]
+
+
+def existing_rows(pipeline: Pipeline) -> list[dict]:
+    """Inline form values of the pipeline's current tasks."""
+    rows = []
+    for t in pipeline.tasks.all():
+        rows.append(
+            {
+                "id": t.pk,
+                "pipeline": pipeline.pk,
+                "position": t.position,
+                "key": t.key,
+                "title": t.title,
+                "provider": t.provider,
+                "model": t.model,
+                "system": t.system,
+                "prompt": t.prompt,
+                "depends_on": ", ".join(t.depends_on),
+                "timeout_s": "" if t.timeout_s is None else t.timeout_s,
+            }
+        )
+    return rows
+
+
+def test_deleting_a_dependency_is_refused(admin_client):
+    """Removing task_a from the demo would leave task_d depending on nothing."""
+    demo = Pipeline.objects.get(slug="demo")
+    before = list(PipelineTask.objects.filter(pipeline=demo).values())
+    rows = existing_rows(demo)
+    rows[0]["DELETE"] = "on"
+    data = form_data("demo", rows, name=demo.name, initial=len(rows))
+    response = admin_client.post(reverse("admin:streams_pipeline_change", args=[demo.pk]), data)
+    assert response.status_code == 200
+    assert "task 'task_d': depends on unknown task 'task_a'" in page_text(response)
+    assert list(PipelineTask.objects.filter(pipeline=demo).values()) == before
+
+
+def test_editing_reorders_existing_tasks(admin_client):
+    """Changing positions of existing rows reorders them; ids are kept."""
+    demo = Pipeline.objects.get(slug="demo")
+    ids = {t.key: t.pk for t in demo.tasks.all()}
+    rows = existing_rows(demo)
+    positions = {"task_a": 0, "task_c": 1, "task_b": 2, "task_d": 3}
+    for row in rows:
+        row["position"] = positions[row["key"]]
+    data = form_data("demo", rows, name=demo.name, initial=len(rows))
+    response = admin_client.post(reverse("admin:streams_pipeline_change", args=[demo.pk]), data)
+    assert response.status_code == 302, page_text(response)
+    assert [(t.key, t.pk) for t in demo.tasks.all()] == [
+        (k, ids[k]) for k in ("task_a", "task_c", "task_b", "task_d")
+    ]
+
+
+def test_duplicate_keys_are_refused(admin_client):
+    """Two rows with one key are refused on the page and nothing is saved."""
+    data = form_data("dup", [{"key": "a"}, {"key": "a"}])
+    response = admin_client.post(reverse("admin:streams_pipeline_add"), data)
+    assert response.status_code == 200
+    assert "task 'a': duplicate key (positions 1 and 2)" in page_text(response)
+    assert not Pipeline.objects.filter(slug="dup").exists()
