@@ -20,6 +20,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, file, check=False, **options):
         """Read, validate, import, report."""
+        label = "standard input" if file == "-" else file
         try:
             if file == "-":
                 text = sys.stdin.read()
@@ -31,20 +32,20 @@ class Command(BaseCommand):
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise CommandError(f"{file}: not valid JSON: {exc}") from exc
+            raise CommandError(f"{label}: not valid JSON: {exc}") from exc
 
         try:
             if check:
                 problems = check_pipelines(data)
                 if problems:
                     raise PipelineError(problems)
-                self.stdout.write(f"{file}: OK")
+                self.stdout.write(f"{label}: OK")
                 return
             summary = import_pipelines(data)
         except PipelineError as exc:
             for problem in exc.errors:
                 self.stderr.write(problem)
-            raise CommandError(f"{file}: {len(exc.errors)} problem(s); nothing was changed") from exc
+            raise CommandError(f"{label}: {len(exc.errors)} problem(s); nothing was changed") from exc
         for line in summary:
             self.stdout.write(line)
         if not summary:
