@@ -104,8 +104,8 @@ class StreamConsumer(AsyncWebsocketConsumer):
         if len(self.started) >= self.cfg["MAX_RUNS_PER_CONNECTION"]:
             raise ClientError("too_many_runs", "too many runs in flight on this connection")
         spec = await database_sync_to_async(load_spec)(frame["pipeline"])
-        if spec is None:
-            raise ClientError("unknown_pipeline", f"no pipeline {frame['pipeline']!r}")
+        if spec is None or not spec.tasks:
+            raise ClientError("unknown_pipeline", f"no runnable pipeline {frame['pipeline']!r}")
         run_id = uuid.uuid4().hex
         # Join the group first: no frame of the run may be published before we listen.
         await self.channel_layer.group_add(run_group(run_id), self.channel_name)
