@@ -8,6 +8,7 @@ import uuid
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
+from redis.exceptions import RedisError
 
 from .catalog import load_spec
 from .frames import ClientError, TokenBucket, owner_of, parse_client_frame
@@ -90,6 +91,11 @@ class StreamConsumer(AsyncWebsocketConsumer):
             if exc.ref is None and ref is not None:
                 exc.ref = ref
             await self.send_json(exc.frame())
+        except (RedisError, OSError) as exc:
+            # Redis is down: say so and keep the socket; the next frame may find it back.
+            logger.warning("client frame failed, layer unavailable: %s", exc)
+            error = ClientError("layer_unavailable", "the message layer is unavailable; retry shortly", ref)
+            await self.send_json(error.frame())
 
     async def send_json(self, data: dict) -> None:
         """Send one JSON frame."""

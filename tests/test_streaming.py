@@ -167,7 +167,7 @@ async def test_progress_reports_background_tasks_while_the_head_streams(
     assert any(t["tokens"] > 0 and t["state"] in ("running", "done") for t in progress[-1]["tasks"].values())
 
 
-async def test_resume_on_a_new_connection_replays_after_seq_exactly_once(
+async def test_a_connection_without_session_or_user_owns_its_runs_alone(
     redis_layer, scripted_provider, make_pipeline, settings
 ):
     settings.STREAMS = {**settings.STREAMS, "RESUME_GRACE_S": 5.0}
