@@ -1,4 +1,4 @@
-"""Settings: the in-memory and Redis channel-layer branches, and idle connections that outlive Redis timeouts."""
+"""Settings: in-memory and Redis channel-layer branches; idle connections outlive Redis timeouts."""
 
 import asyncio
 import importlib
