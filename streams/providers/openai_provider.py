@@ -430,7 +430,7 @@ class SSEProvider:
             delay = backoff(self.retry_backoff_s, attempt)
             attempt += 1
             logger.warning(
-                "%s failed before the first token, retrying in %.2f s (%d retries left)",
+                "%s (before the first token); retrying in %.2f s, %d retries left",
                 failure.message,
                 delay,
                 budget,

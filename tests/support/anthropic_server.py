@@ -36,6 +36,14 @@ _ERROR_TYPES = {
 }
 
 
+# Anthropic's wording for in-stream errors.
+_MESSAGES = {
+    "overloaded_error": "Overloaded",
+    "rate_limit_error": "Rate limited",
+    "api_error": "Internal server error",
+}
+
+
 def _event(name: str, data: dict, ensure_ascii: bool) -> bytes:
     """One named SSE event."""
     payload = json.dumps(data, ensure_ascii=ensure_ascii, separators=(",", ":")).encode()
@@ -129,7 +137,7 @@ class AnthropicServer(StreamingServer):
         kind = script.error_type or "overloaded_error"
         error: dict[str, Any] = {
             "type": "error",
-            "error": {"type": kind, "message": script.error_message or "Overloaded"},
+            "error": {"type": kind, "message": script.error_message or _MESSAGES.get(kind, kind)},
         }
         return StreamPlan(
             prelude=prelude,
