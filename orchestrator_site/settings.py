@@ -96,6 +96,9 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = BASE_DIR / "staticfiles"
+# The app serves /static/ itself (so one command runs everything); turn off when nginx
+# serves `manage.py collectstatic`'s STATIC_ROOT.
+SERVE_STATIC = env_bool("DJANGO_SERVE_STATIC", True)
 LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/"
 
