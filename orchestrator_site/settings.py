@@ -215,11 +215,13 @@ STREAMS_PROVIDERS = {
         "kind": "openai",
         "base_url": os.environ.get("VLLM_BASE_URL", "http://127.0.0.1:8001/v1"),
         "api_key_env": "VLLM_API_KEY",
+        "api_key_optional": True,  # local servers usually need no key
     },
     "ollama": {
         "kind": "openai",
         "base_url": os.environ.get("OLLAMA_BASE_URL", "http://127.0.0.1:11434/v1"),
         "api_key_env": "OLLAMA_API_KEY",
+        "api_key_optional": True,
     },
     # Anthropic SDK (optional dependency) with its own ANTHROPIC_API_KEY / ANTHROPIC_BASE_URL.
     "anthropic": {"kind": "anthropic"},
