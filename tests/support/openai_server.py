@@ -118,6 +118,8 @@ class RequestRecord:
     raw_body: bytes
     received_at: float
     body: Any = None
+    # Sequence number of the TCP connection that carried the request (keep-alive reuse shows here).
+    connection: int = 0
     script: Script | None = None
     status: int | None = None
     response_started_at: float | None = None
@@ -227,6 +229,7 @@ class _Connection(asyncio.Protocol):
         self.busy = False
         self.lost: asyncio.Future | None = None
         self.server_closing = False
+        self.number = 0
         self._resumed: asyncio.Event | None = None
 
     def connection_made(self, transport):
@@ -234,6 +237,8 @@ class _Connection(asyncio.Protocol):
         self.transport = transport
         self.lost = asyncio.get_running_loop().create_future()
         self.server._connections.add(self)
+        self.server.connections_opened += 1
+        self.number = self.server.connections_opened
 
     def data_received(self, data):
         """Buffer bytes; start a response once a whole request is in."""
@@ -299,6 +304,7 @@ class _Connection(asyncio.Protocol):
         raw_body = bytes(self.buffer[end + 4 : end + 4 + length])
         del self.buffer[: end + 4 + length]
         record = self.server._new_record(method, path, headers, raw_body)
+        record.connection = self.number
         self.records.append(record)
         self.busy = True
         self.task = asyncio.get_running_loop().create_task(self._answer(record))
@@ -367,6 +373,7 @@ class StreamingServer:
         self.api_key = api_key
         self.reuse_port = reuse_port
         self.requests: list[RequestRecord] = []
+        self.connections_opened = 0
         self._connections: set[_Connection] = set()
         self._cache: dict[tuple, StreamPlan] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -807,11 +814,11 @@ class _Forgetful(list):
 
     def append(self, item: Any) -> None:
         """Count without keeping."""
-        self.count = getattr(self, "count", 0) + 1
+        self.seen = getattr(self, "seen", 0) + 1
 
     def __len__(self) -> int:
         """How many requests arrived."""
-        return getattr(self, "count", 0)
+        return getattr(self, "seen", 0)
 
 
 if __name__ == "__main__":
