@@ -1,5 +1,6 @@
 """ASGI entry point: Django for HTTP, Channels for WebSockets under /ws/."""
 
+import gc
 import os
 
 from django.core.asgi import get_asgi_application
@@ -25,3 +26,11 @@ application = ProtocolTypeRouter(
         "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )
+
+# Import the provider SDKs now (openai takes about a second), not on the first request.
+from streams.providers import warm_up  # noqa: E402
+
+warm_up()
+# Everything loaded so far lives for the whole process: keep it out of the collector, whose
+# full passes otherwise stall the event loop for >100 ms under load.
+gc.freeze()

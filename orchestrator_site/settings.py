@@ -110,6 +110,8 @@ REDIS_URL = os.environ.get("REDIS_URL", "")
 REDIS_CHANNEL_LAYER = os.environ.get("REDIS_CHANNEL_LAYER", "pubsub")
 # Seconds to wait for a Redis connection before the layer counts as unavailable.
 REDIS_CONNECT_TIMEOUT_S = env_float("REDIS_CONNECT_TIMEOUT_S", 5.0)
+# Connections of the run-log client per process; more sends wait for a free one.
+REDIS_MAX_CONNECTIONS = env_int("REDIS_MAX_CONNECTIONS", 200)
 
 
 def redis_host_config(url: str) -> dict:

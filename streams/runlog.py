@@ -70,12 +70,17 @@ class RedisRunLog:
         loop = asyncio.get_running_loop()
         client = self._clients.get(loop)
         if client is None:
-            client = aioredis.Redis.from_url(
+            # A blocking pool: past its size a send waits for a connection instead of
+            # failing its run (redis-py's plain pool refuses past 100).
+            pool = aioredis.BlockingConnectionPool.from_url(
                 self.url,
+                max_connections=settings.REDIS_MAX_CONNECTIONS,
+                timeout=settings.REDIS_CONNECT_TIMEOUT_S,
                 socket_timeout=10,
                 socket_connect_timeout=settings.REDIS_CONNECT_TIMEOUT_S,
                 health_check_interval=30,
             )
+            client = aioredis.Redis.from_pool(pool)
             self._clients[loop] = client
         return client
 

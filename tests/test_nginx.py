@@ -1,4 +1,4 @@
-"""deploy/nginx.conf in front of two daphne instances: the chat page, a WebSocket run and a resume through it."""
+"""deploy/nginx.conf in front of two daphne instances: a WebSocket run and a resume through it."""
 
 import json
 import shutil

@@ -52,6 +52,17 @@ def get_provider(name: str) -> Provider:
     return provider
 
 
+def warm_up() -> None:
+    """Import the module of every configured provider kind (slow SDK imports happen at start-up)."""
+    for config in settings.STREAMS_PROVIDERS.values():
+        module = KINDS.get(config.get("kind", ""))
+        if module is not None:
+            try:
+                import_module(module)
+            except ImportError as exc:  # an optional SDK that is not installed
+                logger.info("provider module %s not loaded: %s", module, exc)
+
+
 def reset() -> None:
     """Forget cached providers (settings changed, e.g. in tests)."""
     _instances.clear()
