@@ -2,8 +2,10 @@
 
 from django.urls import path
 
-from . import views
+from . import sse, views
 
 urlpatterns = [
     path("", views.chat, name="chat"),
+    path("stream", sse.stream_view, name="sse-start"),
+    path("stream/<str:run_id>", sse.resume_view, name="sse-resume"),
 ]

@@ -1,0 +1,370 @@
+"""The Server-Sent Events transport: POST /stream starts a run, GET /stream/<run_id> resumes one.
+
+Both views are async Django views that answer a StreamingHttpResponse over an async
+generator (no thread per open stream). The generator owns everything the stream holds: a
+channel-layer channel in the run's group, its pending receive and its watch on the run.
+When the client goes away, Django's ASGI handler cancels the task that iterates the
+generator; on daphne the CancelledError always lands inside the generator (daphne's `send`
+never suspends), whose `finally` detaches from the run (cancelling it when nobody else
+watches, which closes the upstream provider streams) and waits for that to finish.
+"""
+
+import asyncio
+import json
+import logging
+import re
+import uuid
+from collections.abc import AsyncIterator
+
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
+from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
+from django.views.decorators.csrf import csrf_exempt
+from redis.exceptions import RedisError
+
+from .catalog import aload_spec
+from .frames import ClientError, owner_of
+from .gate import Frame
+from .host import get_host, run_group
+from .relay import END_TYPES, RunRelay
+from .runlog import get_run_log
+
+logger = logging.getLogger(__name__)
+
+# HTTP status of each protocol error code the SSE views answer with.
+STATUS = {
+    "bad_request": 400,
+    "unauthorized": 403,  # session auth has no WWW-Authenticate scheme, so not 401
+    "unknown_pipeline": 404,
+    "unknown_run": 404,
+    "too_large": 413,
+    "layer_unavailable": 503,
+}
+# Cleanup on close must not hang on a dead Redis (daphne kills the app 10 s after disconnect).
+CLOSE_TIMEOUT_S = 5.0
+# Longest run id looked up; server-made ids are 32 hex digits.
+MAX_RUN_ID = 128
+# Every line break an SSE parser splits on: CRLF, lone CR and LF.
+LINE_BREAK = re.compile(r"\r\n|\r|\n")
+PING = b": ping\n\n"
+# A heartbeat setting of 0 must not turn into a busy loop of pings.
+MIN_HEARTBEAT_S = 0.05
+
+
+# --- encoding ---------------------------------------------------------------------------
+
+
+def encode_event(event: str, data: str, event_id: int | None = None) -> bytes:
+    """One SSE event; `data` is split into one `data:` line per line of text.
+
+    A standard parser joins data lines with "\\n", so every text round-trips exactly,
+    a trailing "\\n" included, except that a CR cannot be carried by SSE at all: "\\r\\n"
+    and a lone "\\r" arrive as "\\n" (written as line breaks rather than lost or turned
+    into bogus fields).
+    """
+    head = f"event: {_field(event)}\n"
+    if event_id is not None:
+        head = f"id: {event_id}\n{head}"
+    # Always "data: " with the space: the parser strips exactly one, so a line that
+    # starts with a space keeps it.
+    lines = "".join(f"data: {line}\n" for line in LINE_BREAK.split(data))
+    return f"{head}{lines}\n".encode()
+
+
+def encode_frame(frame: Frame) -> bytes:
+    """An ordered frame as an SSE event: a delta is named after its task, the rest after their type."""
+    if frame["type"] == "task.delta":
+        return encode_event(frame["task"], frame["text"], frame["seq"])
+    return encode_event(frame["type"], _json(frame), frame["seq"])
+
+
+def _field(value: str) -> str:
+    """A value for a single-line field (event names): line breaks would end the field early."""
+    return LINE_BREAK.sub("", value)
+
+
+def _json(data: dict) -> str:
+    """Compact one-line JSON (json escapes every control character, so no line breaks)."""
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+
+
+# --- requests ---------------------------------------------------------------------------
+
+
+def error_response(exc: ClientError, status: int | None = None) -> JsonResponse:
+    """The JSON answer to a refused request: {"error": {"code", "message"}}."""
+    body = {"error": {"code": exc.code, "message": exc.message}}
+    return JsonResponse(body, status=status or STATUS.get(exc.code, 400))
+
+
+def _not_allowed(allowed: str) -> JsonResponse:
+    """405 (code bad_request, as the WebSocket has no such case) for any method but `allowed`."""
+    response = error_response(ClientError("bad_request", f"use {allowed}"), status=405)
+    response["Allow"] = allowed
+    return response
+
+
+async def _client(request) -> tuple[object, str | None]:
+    """The request's user and session key; refuse the anonymous when anonymous use is off."""
+    user = await request.auser() if hasattr(request, "auser") else None
+    authenticated = bool(user is not None and user.is_authenticated)
+    if not settings.STREAMS["ALLOW_ANONYMOUS"] and not authenticated:
+        raise ClientError("unauthorized", "log in first (anonymous use is switched off)")
+    session = getattr(request, "session", None)
+    return user, session.session_key if session is not None else None
+
+
+def parse_start(request) -> dict:
+    """The checked body of POST /stream: {"pipeline": str, "input": str}."""
+    cfg = settings.STREAMS
+    limit = cfg["MAX_FRAME_BYTES"]
+    try:
+        declared = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        raise ClientError("bad_request", "Content-Length is not a number") from None
+    if declared > limit:
+        raise ClientError("too_large", f"body is larger than {limit} bytes")
+    try:
+        body = request.body
+    except RequestDataTooBig:
+        raise ClientError("too_large", f"body is larger than {limit} bytes") from None
+    if len(body) > limit:
+        raise ClientError("too_large", f"body is larger than {limit} bytes")
+    try:
+        data = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        raise ClientError("bad_request", "body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise ClientError("bad_request", "body must be a JSON object")
+    for name in ("pipeline", "input"):
+        if name not in data:
+            raise ClientError("bad_request", f"missing field {name!r}")
+        if not isinstance(data[name], str):
+            raise ClientError("bad_request", f"field {name!r} must be str")
+    if not data["input"].strip():
+        raise ClientError("bad_request", "input is empty")
+    if len(data["input"]) > cfg["MAX_INPUT_CHARS"]:
+        raise ClientError("too_large", f"input is longer than {cfg['MAX_INPUT_CHARS']} characters")
+    return data
+
+
+def parse_last_event_id(request) -> int:
+    """The seq the client has up to (Last-Event-ID); none means the whole run."""
+    raw = request.headers.get("Last-Event-ID", "").strip()
+    if not raw:
+        return 0
+    if not raw.isascii() or not raw.isdigit():
+        raise ClientError("bad_request", "Last-Event-ID must be a non-negative integer")
+    return int(raw)
+
+
+def sse_response(events: AsyncIterator[bytes], run_id: str) -> StreamingHttpResponse:
+    """A text/event-stream response that no cache or proxy holds back."""
+    response = StreamingHttpResponse(events, content_type="text/event-stream")
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"  # nginx: pass each event on at once
+    response["X-Run-Id"] = run_id
+    return response
+
+
+# CSRF: this is an API for non-browser clients. A browser's cross-site POST carries no
+# session cookie (Django's default SameSite=Lax), so it can neither act as the visitor
+# nor, with anonymous use off, pass as logged in.
+@csrf_exempt
+async def stream_view(request):
+    """POST /stream: start a run of a pipeline and stream its frames as SSE."""
+    if request.method != "POST":
+        return _not_allowed("POST")
+    try:
+        user, session_key = await _client(request)
+        data = parse_start(request)
+        spec = await aload_spec(data["pipeline"])
+        if spec is None or not spec.tasks:
+            raise ClientError("unknown_pipeline", f"no runnable pipeline {data['pipeline']!r}")
+    except ClientError as exc:
+        return error_response(exc)
+    run_id = uuid.uuid4().hex
+    owner = owner_of(user, session_key, run_id)
+    accepted = {
+        "type": "run.accepted",
+        "run_id": run_id,
+        "pipeline": spec.slug,
+        "tasks": [{"key": t.key, "title": t.title} for t in spec.tasks],
+    }
+    stream = RunEventStream(run_id, 0)
+
+    async def start() -> None:
+        await get_host().start(run_id, spec, data["input"], owner, on_layer_failure=stream.layer_failed)
+
+    # The unordered run.accepted goes first, without id: it tells the client the run id
+    # (also in X-Run-Id) and makes daphne send the headers at once.
+    first = encode_event("run.accepted", _json(accepted))
+    return sse_response(stream.events(first, start, replay=False), run_id)
+
+
+async def resume_view(request, run_id: str):
+    """GET /stream/<run_id>: the run's frames after Last-Event-ID, then live."""
+    if request.method != "GET":
+        return _not_allowed("GET")
+    try:
+        user, session_key = await _client(request)
+        after = parse_last_event_id(request)
+        log = get_run_log()
+        meta = await log.get_meta(run_id) if len(run_id) <= MAX_RUN_ID else None
+        # A foreign run gets the same answer as a missing one: run ids are not confirmed.
+        if meta is None or meta.get("owner") != owner_of(user, session_key, uuid.uuid4().hex):
+            raise ClientError("unknown_run", f"no run {run_id!r}")
+        if after > 0:
+            rest = await log.read(run_id, after - 1)
+            if not rest:  # the client claims to be past the log's end: was that the run's end?
+                rest = (await log.read(run_id, 0))[-1:]
+            if rest and rest[0]["seq"] <= after and rest[0]["type"] in END_TYPES:
+                # The client has the run's last frame: 204 also stops EventSource reconnecting.
+                return HttpResponse(status=204)
+    except ClientError as exc:
+        return error_response(exc)
+    except (RedisError, OSError) as exc:
+        logger.warning("resume of run %s failed, layer unavailable: %s", run_id, exc)
+        return error_response(ClientError("layer_unavailable", "the message layer is unavailable; retry"))
+    stream = RunEventStream(run_id, after)
+
+    async def attach() -> None:
+        await get_host().attach(run_id)
+
+    first = f": resume {run_id} after {after}\n\n".encode()
+    return sse_response(stream.events(first, attach, replay=True), run_id)
+
+
+# --- the stream ---------------------------------------------------------------------------
+
+
+class RunEventStream:
+    """One SSE response's watch on one run: its layer channel, its relay, and the bytes to send."""
+
+    def __init__(self, run_id: str, after_seq: int):
+        self.run_id = run_id
+        self.relay = RunRelay(run_id, after_seq, self._collect)
+        self._out: list[bytes] = []
+        # Set when the layer failed and the host hands the run's frames over directly.
+        self._direct: asyncio.Future | None = None
+
+    async def _collect(self, frame: Frame) -> None:
+        """The relay's send: encode now, write at the next yield."""
+        self._out.append(encode_frame(frame))
+
+    def _take(self) -> bytes:
+        """What the relay has sent since the last call."""
+        out, self._out = b"".join(self._out), []
+        return out
+
+    def layer_failed(self, frames: list[Frame]) -> None:
+        """The host's callback when the layer is down: the run's frames, handed over directly."""
+        if self._direct is not None and not self._direct.done():
+            self._direct.set_result(frames)
+
+    async def events(self, first: bytes, begin, replay: bool) -> AsyncIterator[bytes]:
+        """Join the run's group, `begin()` (start or attach), replay the log, relay until the run ends."""
+        layer = get_channel_layer()
+        loop = asyncio.get_running_loop()
+        heartbeat_s = max(settings.STREAMS["SSE_HEARTBEAT_S"], MIN_HEARTBEAT_S)
+        self._direct = loop.create_future()
+        channel: str | None = None
+        receive: asyncio.Future | None = None
+        watching = False
+        try:
+            yield first
+            last_write = loop.time()
+            try:
+                channel = await layer.new_channel("streams.sse.")
+                # Join the group first: no frame of the run may be published before we listen.
+                await layer.group_add(run_group(self.run_id), channel)
+                receive = asyncio.ensure_future(layer.receive(channel))
+                await begin()
+                watching = True
+                if replay:
+                    # Subscribed first, then the log: what is published meanwhile is either
+                    # in the log or arrives later and is recognised by its seq.
+                    await self.relay.replay()
+            except (RedisError, OSError) as exc:
+                logger.warning("run %s: SSE stream could not start, layer unavailable: %s", self.run_id, exc)
+                yield self._take() + _layer_unavailable()
+                return
+            if chunk := self._take():
+                yield chunk
+                last_write = loop.time()
+            while not self.relay.ended:
+                wait_s = max(0.0, last_write + heartbeat_s - loop.time())
+                done, _ = await asyncio.wait(
+                    {receive, self._direct}, timeout=wait_s, return_when=asyncio.FIRST_COMPLETED
+                )
+                if not done:
+                    await self._repair_quietly()
+                    yield self._take() or PING
+                    last_write = loop.time()
+                    continue
+                if self._direct in done:
+                    # The layer is gone: these are all the frames there will be.
+                    await self.relay.push(self._direct.result())
+                    yield self._take() + (b"" if self.relay.ended else _layer_unavailable())
+                    return
+                try:
+                    message = receive.result()
+                except Exception as exc:
+                    logger.warning("run %s: SSE receive failed: %s", self.run_id, exc)
+                    yield self._take() + _layer_unavailable()
+                    return
+                receive = asyncio.ensure_future(layer.receive(channel))
+                if message.get("type") == "run.frames":
+                    try:
+                        await self.relay.push(message["frames"])
+                    except (RedisError, OSError) as exc:  # the log, read to fill a gap
+                        logger.warning("run %s: SSE gap repair failed: %s", self.run_id, exc)
+                        yield self._take() + _layer_unavailable()
+                        return
+                if chunk := self._take():
+                    yield chunk
+                    last_write = loop.time()
+        finally:
+            await self._close(layer, channel, receive, detach=watching and not self.relay.ended)
+
+    async def _repair_quietly(self) -> None:
+        """Nothing arrived for a heartbeat: fetch from the log what a lost message may have carried."""
+        try:
+            await self.relay.replay()
+        except (RedisError, OSError) as exc:
+            # The layer may come back; the stream stays open and the next try may succeed.
+            logger.warning("run %s: SSE log check failed: %s", self.run_id, exc)
+
+    async def _close(self, layer, channel: str | None, receive: asyncio.Future | None, detach: bool) -> None:
+        """Stop watching: detach (the host cancels a run nobody watches), leave the group, settle."""
+        host = get_host()
+        try:
+            async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                if detach:
+                    # First, so that the upstream streams close as early as possible.
+                    await host.detach(self.run_id)
+                if receive is not None:
+                    await _cancel_receive(receive)
+                if channel is not None:
+                    await layer.group_discard(run_group(self.run_id), channel)
+                if detach:
+                    # Nothing of a cancelled run may outlive the response: wait for a local one.
+                    await host.settle([self.run_id])
+        except Exception:
+            logger.warning("run %s: cleanup of the SSE stream failed", self.run_id, exc_info=True)
+
+
+async def _cancel_receive(receive: asyncio.Future) -> None:
+    """Cancel a pending layer receive; the pub/sub layer drops the channel only from inside one."""
+    if not receive.done():
+        # A receive task that never ran would be cancelled before its cleanup code: let it start.
+        await asyncio.sleep(0)
+        receive.cancel()
+    await asyncio.gather(receive, return_exceptions=True)
+
+
+def _layer_unavailable() -> bytes:
+    """The event that ends a stream the layer can no longer feed; the client may resume later."""
+    error = {"code": "layer_unavailable", "message": "the message layer is unavailable; resume later"}
+    return encode_event("error", _json(error))
