@@ -16,7 +16,7 @@ import os
 from typing import Any
 
 from .base import LLMRequest, ProviderError, Usage
-from .openai_provider import SSEProvider, decode_json
+from .openai_provider import SSEProvider, decode_json, redact
 
 logger = logging.getLogger(__name__)
 
@@ -73,13 +73,18 @@ class AnthropicProvider(SSEProvider):
         kwargs: dict[str, Any] = {}
         if api_key is not None:
             kwargs["api_key"] = api_key
-        client = anthropic.AsyncAnthropic(
-            base_url=self.base_url,
-            timeout=timeout,
-            max_retries=self.max_retries,
-            http_client=http_client,
-            **kwargs,
-        )
+        try:
+            client = anthropic.AsyncAnthropic(
+                base_url=self.base_url,
+                timeout=timeout,
+                max_retries=self.max_retries,
+                http_client=http_client,
+                **kwargs,
+            )
+        except anthropic.AnthropicError as exc:
+            # Without a key the SDK looks for profiles; a broken one raises here (CredentialsError).
+            detail = f"ANTHROPIC_API_KEY is not set and the SDK found no usable credentials: {exc}"
+            raise ProviderError("auth", redact(f"{self._where}: {detail}")) from None
         if client.api_key is None and client.auth_token is None and client.credentials is None:
             # The SDK would only fail at request time, with a TypeError.
             raise ProviderError(
