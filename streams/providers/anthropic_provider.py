@@ -117,20 +117,17 @@ class AnthropicProvider(SSEProvider):
         """Text from text_delta events; usage from message_start and message_delta."""
         http = response.http_response
         content_type = http.headers.get("content-type", "")
-        if not content_type.startswith("text/event-stream"):
-            return self._read_other(http, content_type)
+        if "json" in content_type:
+            return self._read_other(http)
         return self._read_sse(http, AnthropicDecoder(self))
 
-    async def _read_other(self, http: Any, content_type: str):
+    async def _read_other(self, http: Any):
         """A 200 that is not a stream: an error object, or a whole message (the server ignored stream)."""
         try:
             body = await http.aread()
         except Exception as exc:
             raise self._transport_error(exc, "reading a non-stream answer") from None
-        obj = decode_json(body, self._where) if "json" in content_type else None
-        if obj is None:
-            got = content_type or "no content type"
-            raise self._error("bad_response", f"expected text/event-stream, got {got}")
+        obj = decode_json(body, self._where)
         if obj.get("type") == "error":
             raise self._stream_error(obj)
         content = obj.get("content")

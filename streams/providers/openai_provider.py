@@ -241,13 +241,13 @@ class SSEProvider:
         self.connect_timeout_s = float(
             config.get("connect_timeout_s", setting("LLM_CONNECT_TIMEOUT_S", 10.0))
         )
-        self.max_retries = int(config.get("max_retries", setting("LLM_MAX_RETRIES", 2)))
+        self.max_retries = max(0, int(config.get("max_retries", setting("LLM_MAX_RETRIES", 2))))
         self.retry_backoff_s = float(config.get("retry_backoff_s", 0.5))
         self.http_client = config.get("http_client", "aiohttp")
         self.extra_body: dict | None = config.get("extra_body")
         self._sdk: Any = None
         self._sdk_loop: asyncio.AbstractEventLoop | None = None
-        self._key: str | None = None
+        self._secret_values: tuple[str, ...] = ()
         self._where = f"provider {name!r}"
 
     def __repr__(self) -> str:
@@ -303,7 +303,9 @@ class SSEProvider:
             logger.debug("%s: new event loop, new client", self._where)
         key = self._resolve_key()
         client = self._new_client(key)
-        self._key = key or getattr(client, "api_key", None) or None
+        # Whatever credential the client ended up with is scrubbed from messages.
+        values = (key, getattr(client, "api_key", None), getattr(client, "auth_token", None))
+        self._secret_values = tuple(v for v in values if isinstance(v, str) and len(v) >= 4)
         host = urlsplit(str(client.base_url)).netloc
         self._where = f"provider {self.name!r} ({host})"
         self._sdk, self._sdk_loop = client, loop
@@ -311,7 +313,7 @@ class SSEProvider:
 
     def _secrets(self) -> tuple[str, ...]:
         """Values that must never appear in a message."""
-        return (self._key,) if self._key else ()
+        return self._secret_values
 
     def _error(self, code: str, detail: str) -> ProviderError:
         """A ProviderError with the provider's name and host, secrets scrubbed."""
@@ -511,21 +513,18 @@ class OpenAIProvider(SSEProvider):
         """Text from choices[0].delta.content, usage from the last chunk that has it."""
         http = response.http_response
         content_type = http.headers.get("content-type", "")
-        if not content_type.startswith("text/event-stream"):
-            return self._read_json(http, content_type)
+        # Anything but JSON is read as SSE: some servers label their streams loosely.
+        if "json" in content_type:
+            return self._read_json(http)
         return self._read_sse(http, OpenAIDecoder(self))
 
-    async def _read_json(self, http: httpx2.Response, content_type: str) -> AsyncIterator[str | Usage]:
+    async def _read_json(self, http: httpx2.Response) -> AsyncIterator[str | Usage]:
         """A 200 that is not a stream: an error object, or a whole answer (the server ignored stream)."""
         try:
             body = await http.aread()
         except Exception as exc:
             raise self._transport_error(exc, "reading a non-stream answer") from None
-        obj = decode_json(body, self._where) if "json" in content_type else None
-        if obj is None:
-            raise self._error(
-                "bad_response", f"expected text/event-stream, got {content_type or 'no content type'}"
-            )
+        obj = decode_json(body, self._where)
         if obj.get("error") or obj.get("object") == "error":
             raise self._stream_error(obj)
         try:

@@ -128,7 +128,7 @@ class RequestRecord:
     pieces_sent: list[str] = field(default_factory=list)
     # The server ended the response itself (normal end, error body, scripted failure).
     finished_at: float | None = None
-    # The connection that carried this request closed (either side, whenever).
+    # The connection that carried this request closed (either side), if it was still its latest.
     closed_at: float | None = None
     # The client closed the connection before the server finished the response.
     client_closed: bool = False
@@ -305,7 +305,8 @@ class _Connection(asyncio.Protocol):
         del self.buffer[: end + 4 + length]
         record = self.server._new_record(method, path, headers, raw_body)
         record.connection = self.number
-        self.records.append(record)
+        # Only the latest request of a keep-alive connection waits for its close (bounded memory).
+        self.records = [record]
         self.busy = True
         self.task = asyncio.get_running_loop().create_task(self._answer(record))
 
