@@ -1,0 +1,965 @@
+"""The streaming benchmark: the app under daphne + Redis against the original design, same run.
+
+    .venv/bin/pip install -r bench/requirements.txt
+    .venv/bin/python -m bench.run --scenario all            # about 10 minutes
+    .venv/bin/python -m bench.run --scenario moderate --quick
+
+Starts on 127.0.0.1: the upstream (bench.upstream: tests.support.openai_server with a
+send-time record), then for every scenario and every system under test its server
+process (ours: one daphne with the Redis channel layer and a migrated SQLite database
+holding the four-task pipeline `bench`; ref / ref-parse: bench.reference.app under
+uvicorn) and a load-generator process (bench.client). Prints a table and writes JSON
+(bench/results/latest.json). What each figure means: bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import itertools
+import json
+import math
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.support.live import LiveServer, app_env, free_port, manage, wait_for_port  # noqa: E402
+
+TASKS = ("task_a", "task_b", "task_c", "task_d")
+SYSTEMS = ("ours", "ref", "ref-parse")
+SYSTEM_LABELS = {
+    "ours": "ours: daphne + Redis pub/sub layer",
+    "ref": "ref: FastAPI+sse-starlette, SDK chunk objects",
+    "ref-parse": "ref-parse: same, app's raw-line provider",
+}
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+PY = sys.executable
+
+
+def pipeline_file() -> dict:
+    """The four-task pipeline: each prompt names its task, the input carries the workload."""
+    return {
+        "pipelines": [
+            {
+                "slug": "bench",
+                "name": "Benchmark",
+                "tasks": [
+                    {
+                        "key": key,
+                        "title": key.upper(),
+                        "provider": "openai",
+                        "model": "bench",
+                        "system": "",
+                        "prompt": key + " {{ input }}",
+                        "depends_on": [],
+                        "timeout_s": 120,
+                    }
+                    for key in TASKS
+                ],
+            }
+        ]
+    }
+
+
+# --- statistics ----------------------------------------------------------------------------
+
+
+def quantile(values: list[float], q: float) -> float | None:
+    """Linear-interpolated quantile (numpy's default); None for no values."""
+    if not values:
+        return None
+    s = sorted(values)
+    pos = (len(s) - 1) * q
+    lo, hi = math.floor(pos), math.ceil(pos)
+    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
+
+
+def dist(values: list[float]) -> dict:
+    """p50, p99, max and count."""
+    return {
+        "p50": quantile(values, 0.5),
+        "p99": quantile(values, 0.99),
+        "max": max(values) if values else None,
+        "n": len(values),
+    }
+
+
+# --- processes -------------------------------------------------------------------------------
+
+
+def cpu_s(proc: psutil.Process | None) -> float:
+    """User + system CPU seconds of a process (and its children; 0 when it is gone)."""
+    if proc is None:
+        return 0.0
+    try:
+        t = proc.cpu_times()
+        return t.user + t.system + t.children_user + t.children_system
+    except psutil.Error:
+        return 0.0
+
+
+def redis_process() -> psutil.Process | None:
+    """The redis-server serving REDIS_URL (its CPU is part of our system's cost)."""
+    try:
+        import redis
+
+        pid = redis.Redis.from_url(REDIS_URL).info("server")["process_id"]
+        return psutil.Process(pid)
+    except Exception:
+        return None
+
+
+class RSSSampler:
+    """Samples a process's RSS every 50 ms in a thread; the peak and the last value."""
+
+    def __init__(self, proc: psutil.Process):
+        self.proc = proc
+        self.peak = 0
+        self.last = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            with contextlib.suppress(psutil.Error):
+                self.last = self.proc.memory_info().rss
+                self.peak = max(self.peak, self.last)
+            self._stop.wait(0.05)
+
+    def rss(self) -> int:
+        with contextlib.suppress(psutil.Error):
+            return self.proc.memory_info().rss
+        return 0
+
+    def reset(self) -> None:
+        self.peak = self.rss()
+
+    def __enter__(self) -> RSSSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+class Upstream:
+    """bench.upstream in its own process."""
+
+    def __init__(self, workdir: Path):
+        self.workdir = workdir
+        self.proc = subprocess.Popen(
+            [PY, "-m", "bench.upstream", "--port", "0"],
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        line = self.proc.stdout.readline().strip()
+        if not line.startswith("listening on "):
+            raise RuntimeError(f"upstream did not start: {line!r}")
+        self.base_url = line.removeprefix("listening on ")
+        self.ps = psutil.Process(self.proc.pid)
+        self._n = 0
+
+    def records(self) -> dict:
+        """Every request record since the last call."""
+        self._n += 1
+        path = self.workdir / f"upstream-{self._n}.json"
+        self.proc.stdin.write(f"dump {path}\n")
+        self.proc.stdin.flush()
+        answer = self.proc.stdout.readline()
+        if not answer.startswith("dumped"):
+            raise RuntimeError(f"upstream dump failed: {answer!r}")
+        data = json.loads(path.read_text())
+        path.unlink()
+        return data["records"]
+
+    def stop(self) -> None:
+        with contextlib.suppress(Exception):
+            self.proc.stdin.close()
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+class Target:
+    """One server process of a system under test."""
+
+    def __init__(self, system: str, ctx: Context):
+        self.system = system
+        self.ctx = ctx
+        self.port = free_port()
+        self.log = ctx.workdir / f"{system}.log"
+        self.live: LiveServer | None = None
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def mode(self) -> str:
+        return "ws" if self.system == "ours" else "sse"
+
+    @property
+    def url(self) -> str:
+        if self.system == "ours":
+            return f"ws://127.0.0.1:{self.port}/ws/streams/"
+        return f"http://127.0.0.1:{self.port}/stream"
+
+    def start(self) -> Target:
+        ctx = self.ctx
+        if self.system == "ours":
+            env = app_env(
+                ctx.database_url,
+                REDIS_URL,
+                OPENAI_BASE_URL=ctx.upstream.base_url,
+                OPENAI_API_KEY="bench",
+                LOG_LEVEL="WARNING",
+                **ctx.app_env,
+            )
+            self.live = LiveServer(env, port=self.port, log_path=self.log).start()
+            self.pid = self.live.proc.pid
+        else:
+            env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "STREAMS_"))}
+            env.update(
+                BENCH_VARIANT="parse" if self.system == "ref-parse" else "sdk",
+                OPENAI_BASE_URL=ctx.upstream.base_url,
+                OPENAI_API_KEY="bench",
+                PYTHONUNBUFFERED="1",
+            )
+            with open(self.log, "ab") as log:
+                self.proc = subprocess.Popen(
+                    [
+                        PY,
+                        "-m",
+                        "uvicorn",
+                        "bench.reference.app:app",
+                        "--host",
+                        "127.0.0.1",
+                        "--port",
+                        str(self.port),
+                        "--log-level",
+                        "warning",
+                        "--no-access-log",
+                    ],
+                    cwd=ROOT,
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            try:
+                wait_for_port(self.port, 30)
+            except TimeoutError:
+                self.stop()
+                raise
+            self.pid = self.proc.pid
+        self.ps = psutil.Process(self.pid)
+        return self
+
+    def stop(self) -> None:
+        if self.live is not None:
+            self.live.stop()
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@dataclass
+class Context:
+    """Things shared by every measurement of one benchmark run."""
+
+    workdir: Path
+    upstream: Upstream
+    database_url: str
+    args: argparse.Namespace
+    app_env: dict = field(default_factory=dict)
+    redis: psutil.Process | None = None
+    results_dir: Path = ROOT / "bench" / "results"
+
+
+# --- one measurement -------------------------------------------------------------------------
+
+
+@dataclass
+class Workload:
+    sessions: int
+    tokens: int
+    pace: float
+    spread: float
+    runs: int = 1
+    duration: float = 0.0
+    a_ttft: float = 0.25
+    record_live: bool = True
+    idle: bool = False
+    idle_hold_s: float = 0.0
+
+
+def measure(ctx: Context, target: Target, w: Workload, label: str) -> dict:
+    """Run the load generator against a started target; join its view with the upstream's."""
+    out = ctx.workdir / f"client-{label}-{target.system}.json"
+    cmd = [
+        PY,
+        "-m",
+        "bench.client",
+        "--mode",
+        target.mode,
+        "--url",
+        target.url,
+        "--system",
+        target.system,
+        "--sessions",
+        str(w.sessions),
+        "--spread",
+        str(w.spread),
+        "--runs",
+        str(w.runs),
+        "--duration",
+        str(w.duration),
+        "--tokens",
+        str(w.tokens),
+        "--pace",
+        str(w.pace),
+        "--a-ttft",
+        str(w.a_ttft),
+        "--out",
+        str(out),
+    ]
+    if w.record_live:
+        cmd.append("--record-live")
+    if w.idle:
+        cmd.append("--idle")
+    ctx.upstream.records()  # forget the warm-up of an earlier measurement
+    client = subprocess.Popen(cmd, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    client_ps = psutil.Process(client.pid)
+    procs = {"server": target.ps, "upstream": ctx.upstream.ps, "client": client_ps}
+    if target.system == "ours" and ctx.redis is not None:
+        procs["redis"] = ctx.redis
+    profiler = None
+    result: dict = {"system": target.system, "workload": w.__dict__.copy()}
+    with RSSSampler(target.ps) as rss:
+        line = client.stdout.readline().strip()
+        if line != "READY":
+            client.kill()
+            raise RuntimeError(f"client of {target.system} did not get ready: {line!r}")
+        rss_before = rss.rss()
+        rss.reset()
+        cpu0 = {name: cpu_s(p) for name, p in procs.items()}
+        machine0 = psutil.cpu_times()
+        wall0 = time.monotonic()
+        if ctx.args.profile and not w.idle:
+            profiler = start_profiler(ctx, target, label)
+        if w.idle:
+            line = client.stdout.readline().strip()
+            opened = int(line.split()[1]) if line.startswith("OPEN") else 0
+            time.sleep(w.idle_hold_s)
+            rss_open = rss.rss()
+            client.stdin.write("close\n")
+            client.stdin.flush()
+            result["idle"] = {
+                "opened": opened,
+                "rss_before": rss_before,
+                "rss_open": rss_open,
+                "rss_per_conn": (rss_open - rss_before) / opened if opened else None,
+            }
+        line = client.stdout.readline().strip()
+        wall1 = time.monotonic()
+        cpu1 = {name: cpu_s(p) for name, p in procs.items()}
+        machine1 = psutil.cpu_times()
+        if line != "DONE":
+            client.kill()
+            raise RuntimeError(f"client of {target.system} failed: {line!r}")
+        peak = rss.peak
+    if profiler is not None:
+        result["profile"] = stop_profiler(profiler)
+    client.wait(60)
+    data = json.loads(out.read_text())
+    out.unlink()
+    wall = wall1 - wall0
+    busy0 = machine0.user + machine0.system + machine0.nice + machine0.irq + machine0.softirq
+    busy1 = machine1.user + machine1.system + machine1.nice + machine1.irq + machine1.softirq
+    result["cpu"] = {name: cpu1[name] - cpu0[name] for name in procs}
+    result["cpu_util"] = {name: (cpu1[name] - cpu0[name]) / wall for name in procs}
+    result["cpu_util"]["machine"] = (busy1 - busy0) / wall
+    result["wall_s"] = wall
+    result["rss"] = {"before": rss_before, "peak": peak}
+    if w.idle:
+        result["idle"].update(data["idle"])
+        return result
+    result["rss"]["per_conn"] = (peak - rss_before) / w.sessions
+    result.update(analyse(data, ctx.upstream.records(), target.system, w))
+    result["cpu_s_per_1k_tokens"] = (
+        result["cpu"]["server"] / result["tokens_delivered"] * 1000 if result["tokens_delivered"] else None
+    )
+    bottleneck = [
+        name for name in ("client", "upstream") if result["cpu_util"][name] >= ctx.args.bottleneck_util
+    ]
+    result["load_generator_bottleneck"] = bottleneck
+    return result
+
+
+def analyse(data: dict, records: dict, system: str, w: Workload) -> dict:
+    """The figures of one measurement, from the client's runs and the upstream's send times."""
+    fto, gaps, latency, ratio, flush = [], [], [], [], []
+    lost = corrupt = seq_errors = failed_runs = tokens = 0
+    errors: Counter = Counter()
+    flush_skipped = 0
+    gap_s = 1.0 / w.pace if w.pace else 0.0
+    for run in data["runs"]:
+        rec = {k: records.get(f"{system}:{run['session']}:{run['run']}:{k}") for k in TASKS}
+        tasks = run["tasks"]
+        for t in tasks.values():
+            tokens += t["tokens"]
+            lost += t["lost"]
+            corrupt += bool(t["corrupt"])
+        seq_errors += run["seq_errors"]
+        if run["error"] or run["end"] != "run.completed":
+            failed_runs += 1
+            errors[(run["error"] or run["end"] or "?")[:80]] += 1
+            continue
+        a, ra = tasks["task_a"], rec["task_a"]
+        if ra and ra["first_token_at"] and a["first"]:
+            fto.append((a["first"] - ra["first_token_at"]) * 1000)
+        if all(r and r["finished_at"] for r in rec.values()):
+            slowest = max(r["finished_at"] - r["received_at"] for r in rec.values())
+            ratio.append((run["t_end"] - run["t_send"]) / slowest)
+        if gap_s and ra and ra["first_token_at"]:
+            live = run["live"]
+            for (t0, _), (t1, _) in itertools.pairwise(live):
+                gaps.append((t1 - t0 - gap_s) * 1000)
+            for t, chars in live:
+                k = chars // 5 - 1
+                latency.append((t - (ra["first_token_at"] + k * gap_s)) * 1000)
+            a_last_sent = ra["first_token_at"] + (w.tokens - 1) * gap_s
+            if all(rec[k] and rec[k]["finished_at"] <= a_last_sent for k in TASKS[1:]):
+                flush.append((tasks["task_d"]["last"] - a["last"]) * 1000)
+            else:
+                flush_skipped += 1
+    elapsed = data["t_done"] - data["t_start"]
+    return {
+        "runs": len(data["runs"]),
+        "failed_runs": failed_runs,
+        "errors": dict(errors),
+        "first_token_overhead_ms": dist(fto),
+        "live_gap_excess_ms": dist(gaps),
+        "live_token_latency_ms": dist(latency),
+        "completion_ratio": dist(ratio),
+        "flush_ms": {**dist(flush), "skipped": flush_skipped},
+        "tokens_delivered": tokens,
+        "tokens_lost": lost,
+        "corrupt_tasks": corrupt,
+        "seq_errors": seq_errors,
+        "elapsed_s": elapsed,
+        "tokens_per_s": tokens / elapsed if elapsed > 0 else None,
+    }
+
+
+# --- profiling -------------------------------------------------------------------------------
+
+
+def start_profiler(ctx: Context, target: Target, label: str):
+    """py-spy on the server process while the load runs (raw collapsed stacks)."""
+    exe = shutil.which("py-spy") or str(Path(PY).with_name("py-spy"))
+    path = ctx.results_dir / f"profile-{label}-{target.system}.txt"
+    proc = subprocess.Popen(
+        [exe, "record", "-p", str(target.pid), "-f", "raw", "-o", str(path), "-r", "200", "--nonblocking"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(0.3)
+    return proc, path
+
+
+def stop_profiler(profiler) -> dict:
+    """Stop py-spy and summarise its stacks: where the server's samples were (self and total)."""
+    proc, path = profiler
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    if not path.exists():
+        return {"error": "py-spy wrote nothing"}
+    return summarise_profile(path)
+
+
+def summarise_profile(path: Path, top: int = 15) -> dict:
+    """Top functions by self samples and by inclusive samples (idle loop excluded)."""
+    self_c: Counter = Counter()
+    total_c: Counter = Counter()
+    samples = idle = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack:
+            continue
+        n = int(count)
+        frames = stack.split(";")
+        leaf = frames[-1]
+        samples += n
+        if "select (selectors.py" in leaf or "poll (" in leaf or ("_run_once" in leaf and "select" in stack):
+            idle += n
+            continue
+        self_c[_short(leaf)] += n
+        for f in set(map(_short, frames)):
+            total_c[f] += n
+    busy = samples - idle
+    return {
+        "file": str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path),
+        "samples": samples,
+        "busy_share": busy / samples if samples else None,
+        "top_self": [(f, round(n / busy, 3)) for f, n in self_c.most_common(top)] if busy else [],
+        "top_total": [(f, round(n / busy, 3)) for f, n in total_c.most_common(top)] if busy else [],
+    }
+
+
+def _short(frame: str) -> str:
+    """`func (path/to/module.py:LINE)` -> `func (module.py)`."""
+    name, _, where = frame.partition(" (")
+    where = where.rstrip(")").rsplit(":", 1)[0]
+    parts = where.split("/")
+    tail = "/".join(parts[-2:]) if len(parts) > 1 else where
+    return f"{name} ({tail})"
+
+
+# --- scenarios -------------------------------------------------------------------------------
+
+
+def scenario_workloads(args) -> dict:
+    """Each scenario's workload (the quick ones are for the smoke test)."""
+    q = args.quick
+    pace = args.pace
+    return {
+        "moderate": Workload(
+            sessions=args.sessions or (3 if q else 20),
+            tokens=args.tokens or (20 if q else 200),
+            pace=pace,
+            spread=0.5 if q else 2.0,
+            a_ttft=0.1 if q else 0.25,
+        ),
+        "saturation": Workload(
+            sessions=args.sessions or (3 if q else 20),
+            tokens=args.tokens or (20 if q else 200),
+            pace=0.0,
+            spread=0.2 if q else 0.5,
+            duration=1.0 if q else args.saturation_s,
+            a_ttft=0.0,
+            record_live=False,
+        ),
+        "idle": Workload(
+            sessions=args.idle_connections or (20 if q else 1000),
+            tokens=0,
+            pace=0,
+            spread=0,
+            idle=True,
+            idle_hold_s=0.5 if q else 6.0,
+            record_live=False,
+        ),
+    }
+
+
+def with_target(ctx: Context, system: str, fn):
+    """Start the system's server, call fn(target), stop it whatever happens."""
+    target = Target(system, ctx).start()
+    try:
+        return fn(target)
+    finally:
+        target.stop()
+
+
+def run_scenario(ctx: Context, name: str, w: Workload) -> dict:
+    """The same workload against every system, one after the other."""
+    out = {"workload": w.__dict__.copy(), "systems": {}}
+    for system in ctx.args.systems:
+        log(f"[{name}] {system}: {w.sessions} sessions ...")
+        try:
+            result = with_target(ctx, system, lambda t, w=w, name=name: measure(ctx, t, w, name))
+        except Exception as exc:
+            log(f"[{name}] {system} failed: {exc}")
+            result = {"system": system, "error": repr(exc)}
+        out["systems"][system] = result
+        log(f"[{name}] {system}: {one_line(result)}")
+    return out
+
+
+def run_capacity(ctx: Context, base: Workload) -> dict:
+    """Largest session count with p99 first-token overhead <= limit and 0 lost, per system."""
+    limit = ctx.args.capacity_limit_ms
+    out = {"limit_ms": limit, "workload": base.__dict__.copy(), "systems": {}}
+    for system in ctx.args.systems:
+        trials = []
+
+        def ok(n: int, system=system, trials=trials) -> bool:
+            w = Workload(**{**base.__dict__, "sessions": n})
+            log(f"[capacity] {system}: {n} sessions ...")
+            try:
+                r = with_target(ctx, system, lambda t: measure(ctx, t, w, f"capacity{n}"))
+            except Exception as exc:
+                r = {"error": repr(exc)}
+            p99 = (r.get("first_token_overhead_ms") or {}).get("p99")
+            good = (
+                "error" not in r
+                and r["tokens_lost"] == 0
+                and r["failed_runs"] == 0
+                and p99 is not None
+                and p99 <= limit
+            )
+            trials.append(
+                {
+                    "sessions": n,
+                    "ok": good,
+                    "fto_p99_ms": p99,
+                    "tokens_lost": r.get("tokens_lost"),
+                    "failed_runs": r.get("failed_runs"),
+                    "cpu_util": r.get("cpu_util"),
+                    "load_generator_bottleneck": r.get("load_generator_bottleneck"),
+                    "rss_per_conn": (r.get("rss") or {}).get("per_conn"),
+                    "error": r.get("error"),
+                }
+            )
+            log(
+                f"[capacity] {system}: {n} sessions -> p99 {fmt(p99)} ms, lost {r.get('tokens_lost')}, {good}"
+            )
+            return good
+
+        good, bad = 0, None
+        n = ctx.args.capacity_start
+        # Grow by 1.5x until a failure, then bisect to the resolution.
+        while n <= ctx.args.capacity_max:
+            if ok(n):
+                good = n
+                n = max(n + 1, int(n * ctx.args.capacity_growth))
+            else:
+                bad = n
+                break
+        if bad is None and good < ctx.args.capacity_max:
+            if ok(ctx.args.capacity_max):
+                good = ctx.args.capacity_max
+            else:
+                bad = ctx.args.capacity_max
+        resolution = max(1, int(good * ctx.args.capacity_resolution)) if good else 1
+        while bad is not None and bad - good > resolution:
+            mid = (good + bad) // 2
+            if ok(mid):
+                good = mid
+            else:
+                bad = mid
+        out["systems"][system] = {"capacity": good, "first_failure": bad, "trials": trials}
+    return out
+
+
+# --- report ----------------------------------------------------------------------------------
+
+
+def fmt(v, digits: int = 1) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        if abs(v) >= 1000:
+            return f"{v:,.0f}"
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+def one_line(r: dict) -> str:
+    if "error" in r:
+        return "ERROR " + r["error"]
+    if "idle" in r:
+        return f"rss/idle conn {fmt(r['idle']['rss_per_conn'] / 1024)} KiB"
+    return (
+        f"fto p99 {fmt(r['first_token_overhead_ms']['p99'])} ms, ratio p99 "
+        f"{fmt(r['completion_ratio']['p99'], 3)}, flush p99 {fmt(r['flush_ms']['p99'])} ms, "
+        f"{fmt(r['tokens_per_s'])} tok/s, lost {r['tokens_lost']}, cpu {fmt(r['cpu_util']['server'], 2)}"
+    )
+
+
+# (figure, getter, lower is better, digits)
+FIGURES = [
+    ("first-token overhead p50 (ms)", lambda r: r["first_token_overhead_ms"]["p50"], True, 1),
+    ("first-token overhead p99 (ms)", lambda r: r["first_token_overhead_ms"]["p99"], True, 1),
+    ("live gap minus pace p99 (ms)", lambda r: r["live_gap_excess_ms"]["p99"], True, 1),
+    ("live token latency p99 (ms)", lambda r: r["live_token_latency_ms"]["p99"], True, 1),
+    ("completion ratio p50", lambda r: r["completion_ratio"]["p50"], True, 3),
+    ("completion ratio p99", lambda r: r["completion_ratio"]["p99"], True, 3),
+    ("flush p50 (ms)", lambda r: r["flush_ms"]["p50"], True, 1),
+    ("flush p99 (ms)", lambda r: r["flush_ms"]["p99"], True, 1),
+    ("delivered tokens/s", lambda r: r["tokens_per_s"], False, 0),
+    ("server CPU s / 1k tokens", lambda r: r["cpu_s_per_1k_tokens"], True, 4),
+    ("server CPU (cores)", lambda r: r["cpu_util"]["server"], True, 2),
+    ("redis CPU (cores)", lambda r: r["cpu_util"].get("redis"), True, 2),
+    ("upstream CPU (cores)", lambda r: r["cpu_util"]["upstream"], True, 2),
+    ("client CPU (cores)", lambda r: r["cpu_util"]["client"], True, 2),
+    ("machine CPU (cores of 2)", lambda r: r["cpu_util"]["machine"], True, 2),
+    ("peak RSS (MiB)", lambda r: r["rss"]["peak"] / 2**20, True, 1),
+    ("RSS per open connection (KiB)", lambda r: r["rss"]["per_conn"] / 1024, True, 1),
+    ("tokens lost", lambda r: r["tokens_lost"], True, 0),
+    ("failed runs", lambda r: r["failed_runs"], True, 0),
+]
+IDLE_FIGURES = [
+    ("idle connections open", lambda r: r["idle"]["opened"], False, 0),
+    ("still open after hold", lambda r: r["idle"].get("alive_at_end"), False, 0),
+    ("RSS per idle connection (KiB)", lambda r: r["idle"]["rss_per_conn"] / 1024, True, 1),
+    ("RSS before (MiB)", lambda r: r["idle"]["rss_before"] / 2**20, True, 1),
+]
+
+
+def get(getter, r):
+    if r is None or "error" in r:
+        return None
+    try:
+        return getter(r)
+    except (KeyError, TypeError, ZeroDivisionError):
+        return None
+
+
+def ratio(a, b):
+    if a is None or b is None or b == 0:
+        return None
+    return a / b
+
+
+def table(name: str, scenario: dict, systems: list[str]) -> tuple[str, dict]:
+    """A text table of one scenario plus the ratios ours/ref and ours/ref-parse."""
+    figures = IDLE_FIGURES if name == "idle" else FIGURES
+    rs = scenario["systems"]
+    cols = [*systems] + [f"ours/{s}" for s in systems if s != "ours" and "ours" in systems]
+    lines = [f"== {name}: {describe(scenario['workload'])}"]
+    header = f"{'figure':34}" + "".join(f"{c:>16}" for c in cols)
+    lines += [header, "-" * len(header)]
+    ratios: dict = {}
+    for label, getter, _, digits in figures:
+        values = {s: get(getter, rs.get(s)) for s in systems}
+        if all(v is None for v in values.values()):
+            continue
+        row = f"{label:34}" + "".join(f"{fmt(values[s], digits):>16}" for s in systems)
+        for s in systems:
+            if s != "ours" and "ours" in systems:
+                q = ratio(values["ours"], values[s])
+                ratios.setdefault(f"ours/{s}", {})[label] = q
+                row += f"{fmt(q, 2) + 'x':>16}" if q is not None else f"{'-':>16}"
+        lines.append(row)
+    for s in systems:
+        r = rs.get(s) or {}
+        if r.get("load_generator_bottleneck"):
+            lines.append(
+                f"! {s}: load generator near saturation: {', '.join(r['load_generator_bottleneck'])}"
+            )
+        if r.get("errors"):
+            lines.append(f"! {s}: run errors {r['errors']}")
+        if "error" in r:
+            lines.append(f"! {s}: {r['error']}")
+    return "\n".join(lines), ratios
+
+
+def describe(w: dict) -> str:
+    if w.get("idle"):
+        return f"{w['sessions']} idle connections held {w['idle_hold_s']:g} s"
+    pace = f"{w['pace']:g} tok/s" if w["pace"] else "no delay"
+    how = f"for {w['duration']:g} s back to back" if w["duration"] else f"{w['runs']} run each"
+    return (
+        f"{w['sessions']} sessions, 4 tasks x {w['tokens']} tokens at {pace}, "
+        f"started over {w['spread']:g} s, {how}"
+    )
+
+
+def targets(results: dict) -> list[dict]:
+    """The issue's targets, met or missed, with the measured value."""
+    out = []
+
+    def add(name, value, ok_fn, want):
+        out.append(
+            {"target": name, "want": want, "value": value, "met": None if value is None else ok_fn(value)}
+        )
+
+    def ours(scn, getter):
+        return get(getter, ((results.get(scn) or {}).get("systems") or {}).get("ours"))
+
+    def sys_(scn, system, getter):
+        return get(getter, ((results.get(scn) or {}).get("systems") or {}).get(system))
+
+    if "moderate" in results:
+        add(
+            "moderate: first-token overhead p99",
+            ours("moderate", FIGURES[1][1]),
+            lambda v: v <= 20,
+            "<= 20 ms",
+        )
+        add("moderate: completion ratio p99", ours("moderate", FIGURES[5][1]), lambda v: v <= 1.05, "<= 1.05")
+        add("moderate: flush p99", ours("moderate", FIGURES[7][1]), lambda v: v <= 20, "<= 20 ms")
+        add("moderate: tokens lost", ours("moderate", FIGURES[17][1]), lambda v: v == 0, "0")
+    if "capacity" in results:
+        caps = results["capacity"]["systems"]
+        c_ours = (caps.get("ours") or {}).get("capacity")
+        c_ref = (caps.get("ref") or {}).get("capacity")
+        add(
+            "capacity: sessions held vs ref",
+            ratio(c_ours, c_ref) if c_ref else None,
+            lambda v: v >= 2,
+            f">= 2x (ours {c_ours}, ref {c_ref})",
+        )
+    if "saturation" in results:
+        tps = FIGURES[8][1]
+        o, r, p = (sys_("saturation", s, tps) for s in SYSTEMS)
+        add("saturation: tokens/s vs ref", ratio(o, r), lambda v: v >= 3, ">= 3x")
+        add("saturation: tokens/s vs ref-parse", ratio(o, p), lambda v: v >= 1.5, ">= 1.5x")
+        add("saturation: tokens lost", ours("saturation", FIGURES[17][1]), lambda v: v == 0, "0")
+    if "idle" in results:
+        add(
+            "idle: RSS per open connection",
+            ours("idle", IDLE_FIGURES[2][1]),
+            lambda v: v <= 100,
+            "<= 100 KiB",
+        )
+    return out
+
+
+def log(msg: str) -> None:
+    print(f"{time.strftime('%H:%M:%S')} {msg}", file=sys.stderr, flush=True)
+
+
+# --- main ------------------------------------------------------------------------------------
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description="Streaming benchmark: ours vs the original design.")
+    p.add_argument("--scenario", default="all", choices=("moderate", "capacity", "saturation", "idle", "all"))
+    p.add_argument("--quick", action="store_true", help="tiny numbers: a smoke run in well under a minute")
+    p.add_argument("--systems", default=",".join(SYSTEMS), help="comma-separated: ours,ref,ref-parse")
+    p.add_argument("--sessions", type=int, default=0, help="sessions for moderate/saturation")
+    p.add_argument("--tokens", type=int, default=0, help="tokens per task (default 200; quick 20)")
+    p.add_argument("--pace", type=float, default=30.0, help="tokens/s of the paced scenarios")
+    p.add_argument("--saturation-s", type=float, default=10.0, help="seconds of back-to-back runs")
+    p.add_argument("--idle-connections", type=int, default=0)
+    p.add_argument("--capacity-limit-ms", type=float, default=100.0)
+    p.add_argument("--capacity-start", type=int, default=0)
+    p.add_argument("--capacity-max", type=int, default=0)
+    p.add_argument("--capacity-growth", type=float, default=1.5)
+    p.add_argument("--capacity-resolution", type=float, default=0.1, help="bisect until within this share")
+    p.add_argument("--bottleneck-util", type=float, default=0.85, help="cores at which a helper is flagged")
+    p.add_argument("--profile", action="store_true", help="py-spy the server process of each measurement")
+    p.add_argument("--app-env", action="append", default=[], help="KEY=VALUE for the app (experiments)")
+    p.add_argument("--out", default=str(ROOT / "bench" / "results" / "latest.json"))
+    p.add_argument("--keep-workdir", action="store_true")
+    args = p.parse_args(argv)
+    args.systems = [s for s in args.systems.split(",") if s]
+    unknown = set(args.systems) - set(SYSTEMS)
+    if unknown:
+        p.error(f"unknown systems {sorted(unknown)}")
+    if not args.capacity_start:
+        args.capacity_start = 2 if args.quick else 20
+    if not args.capacity_max:
+        args.capacity_max = 3 if args.quick else 400
+    return args
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    workdir = Path(tempfile.mkdtemp(prefix="bench-"))
+    results_dir = Path(args.out).resolve().parent
+    results_dir.mkdir(parents=True, exist_ok=True)
+    env = dict(kv.split("=", 1) for kv in args.app_env)
+    log(f"workdir {workdir}")
+    database_url = f"sqlite:///{workdir / 'bench.sqlite3'}"
+    setup_env = app_env(database_url, REDIS_URL)
+    manage(setup_env, "migrate", "--noinput")
+    manage(setup_env, "import_pipelines", "-", stdin=json.dumps(pipeline_file()))
+    upstream = Upstream(workdir)
+    ctx = Context(workdir, upstream, database_url, args, env, redis_process(), results_dir)
+    started = datetime.datetime.now(datetime.UTC)
+    results: dict = {}
+    try:
+        loads = scenario_workloads(args)
+        names = ["moderate", "capacity", "saturation", "idle"] if args.scenario == "all" else [args.scenario]
+        for name in names:
+            if name == "capacity":
+                base = loads["moderate"]
+                base = Workload(**{**base.__dict__, "sessions": args.capacity_start})
+                results[name] = run_capacity(ctx, base)
+            else:
+                results[name] = run_scenario(ctx, name, loads[name])
+    finally:
+        upstream.stop()
+        if not args.keep_workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
+    report: dict = {
+        "date": started.isoformat(timespec="seconds"),
+        "machine": machine(),
+        "command": " ".join(["python -m bench.run", *(argv if argv is not None else sys.argv[1:])]),
+        "app_env": env,
+        "systems": {s: SYSTEM_LABELS[s] for s in args.systems},
+        "scenarios": results,
+    }
+    texts = []
+    for name, scenario in results.items():
+        if name == "capacity":
+            texts.append(capacity_text(scenario))
+            continue
+        text, ratios = table(name, scenario, args.systems)
+        scenario["ratios"] = ratios
+        texts.append(text)
+    report["targets"] = targets(results)
+    texts.append(targets_text(report["targets"]))
+    report["table"] = "\n\n".join(texts)
+    Path(args.out).write_text(json.dumps(report, indent=1, default=str))
+    print(report["table"])
+    print(f"\nJSON: {args.out}")
+    return report
+
+
+def capacity_text(scn: dict) -> str:
+    w = scn["workload"]
+    lines = [
+        f"== capacity: sessions held with p99 first-token overhead <= {scn['limit_ms']:g} ms and 0 lost "
+        f"(4 tasks x {w['tokens']} tokens at {w['pace']:g} tok/s, started over {w['spread']:g} s)"
+    ]
+    caps = {s: r["capacity"] for s, r in scn["systems"].items()}
+    for s, r in scn["systems"].items():
+        trials = ", ".join(
+            f"{t['sessions']}:{fmt(t['fto_p99_ms'])}ms{'' if t['ok'] else '(x)'}" for t in r["trials"]
+        )
+        lines.append(f"{s:10} {r['capacity']:>5} sessions   trials {trials}")
+    if caps.get("ours") is not None:
+        for s in caps:
+            if s != "ours" and caps[s]:
+                lines.append(f"ours/{s}: {caps['ours'] / caps[s]:.2f}x")
+    return "\n".join(lines)
+
+
+def targets_text(items: list[dict]) -> str:
+    lines = ["== targets"]
+    for t in items:
+        mark = {True: "MET   ", False: "MISSED", None: "n/a   "}[t["met"]]
+        lines.append(f"{mark} {t['target']:40} {fmt(t['value'], 3):>10}  (want {t['want']})")
+    return "\n".join(lines)
+
+
+def machine() -> dict:
+    return {
+        "cpus": psutil.cpu_count(),
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "load_avg_at_end": os.getloadavg(),
+    }
+
+
+if __name__ == "__main__":
+    main()
