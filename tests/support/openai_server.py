@@ -366,13 +366,18 @@ class StreamingServer:
         port: int = 0,
         api_key: str | None = None,
         reuse_port: bool = False,
+        keep_text: bool = True,
     ):
-        """`api_key`, when set, answers 401 to requests that do not present it."""
+        """`api_key`, when set, answers 401 to requests that do not present it.
+
+        `keep_text=False` skips recording each request's pieces (long benchmarks).
+        """
         self.script = script if script is not None else Script()
         self.host = host
         self.port = port
         self.api_key = api_key
         self.reuse_port = reuse_port
+        self.keep_text = keep_text
         self.requests: list[RequestRecord] = []
         self.connections_opened = 0
         self._connections: set[_Connection] = set()
@@ -470,10 +475,11 @@ class StreamingServer:
         self._server.close()
         for connection in list(self._connections):
             connection.close(abort=True)
-        tasks = [c.task for c in list(self._connections) if c.task is not None]
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
         for task in tasks:
             task.cancel()
-        await asyncio.sleep(0)
+        if tasks:
+            await asyncio.wait(tasks, timeout=1.0)
 
     def serve_forever(self) -> None:
         """Serve in the calling thread until interrupted (the CLI)."""
@@ -616,7 +622,8 @@ class StreamingServer:
             # No pace: one write for everything up to the first scripted failure (cheap, and
             # it lands in the client's buffer at once, as a fast upstream's burst does).
             conn.write(b"".join(http_chunk(e) for e in events[:limit]))
-            record.pieces_sent.extend(pieces[:limit])
+            if self.keep_text:
+                record.pieces_sent.extend(pieces[:limit])
             record.tokens_sent = limit
             if limit:
                 record.first_token_at = time.monotonic()
@@ -632,7 +639,8 @@ class StreamingServer:
                 if conn.is_closed:
                     return
                 await self._write_event(conn, events[i], script)
-                record.pieces_sent.append(pieces[i])
+                if self.keep_text:
+                    record.pieces_sent.append(pieces[i])
                 record.tokens_sent = i + 1
                 if i == 0:
                     record.first_token_at = time.monotonic()
@@ -803,7 +811,12 @@ def main(argv: Sequence[str] | None = None, server_cls: type[StreamingServer] = 
         echo=args.echo,
     )
     server = server_cls(
-        script, host=args.host, port=args.port, api_key=args.api_key, reuse_port=args.reuse_port
+        script,
+        host=args.host,
+        port=args.port,
+        api_key=args.api_key,
+        reuse_port=args.reuse_port,
+        keep_text=False,
     )
     # A long benchmark must not keep every request's record alive.
     server.requests = _Forgetful()
