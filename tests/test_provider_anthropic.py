@@ -176,6 +176,15 @@ async def test_when_overloaded_before_the_first_token_then_it_is_retried(make):
     assert len(srv.requests) == 3
 
 
+async def test_when_retry_after_is_longer_than_allowed_then_it_fails_at_once(make):
+    """The Anthropic SDK would sleep as long as Retry-After says; we refuse waits over the cap."""
+    with AnthropicServer(Script(status=529, retry_after_ms=600_000)) as srv:
+        started = time.monotonic()
+        out = await run(make(srv.base_url, max_retries=2, max_retry_wait_s=1.0))
+    assert out.error.code == "upstream_error" and len(srv.requests) == 1
+    assert time.monotonic() - started < 1.0
+
+
 async def test_when_retries_run_out_then_the_error_is_raised(make):
     """max_retries=1 and two early overloads: the second one is the caller's error."""
     with AnthropicServer(Script(error_after=0)) as srv:

@@ -295,6 +295,17 @@ async def test_when_first_requests_fail_then_the_sdk_retries_and_text_arrives_on
     assert [r.headers["x-stainless-retry-count"] for r in srv.requests] == ["0", "1", "2"]
 
 
+@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
+async def test_when_retry_after_is_longer_than_allowed_then_it_fails_at_once(make, transport):
+    """A 429 asking for 60 s: no SDK sleep, `rate_limited` right away, one request."""
+    with OpenAIServer(Script(status=429, retry_after_ms=60_000)) as srv:
+        started = time.monotonic()
+        out = await run(make(srv.base_url, max_retries=2, max_retry_wait_s=1.0, http_client=transport))
+    assert out.error.code == "rate_limited"
+    assert len(srv.requests) == 1
+    assert time.monotonic() - started < 1.0
+
+
 async def test_when_retries_are_exhausted_then_the_last_error_is_raised(make):
     """max_retries=1: two requests, then the error."""
     with OpenAIServer(Script(status=500, retry_after_ms=1)) as srv:

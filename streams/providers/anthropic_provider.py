@@ -4,9 +4,9 @@ As for OpenAI, the SDK sends, authenticates and retries the request; `with_strea
 hands over the raw events (message_start, content_block_delta, message_delta, message_stop,
 ping, and `error` after HTTP 200), of which only the text and the usage are read.
 
-Config keys (all optional): base_url, api_key_env, api_key_optional, timeout_s,
-connect_timeout_s, max_retries, retry_backoff_s, http_client ("aiohttp" or "httpx"),
-default_max_tokens (1024: the API requires max_tokens), extra_body.
+Config keys: as for the OpenAI provider (base_url, api_key_env, api_key_optional, timeout_s,
+connect_timeout_s, max_retries, retry_backoff_s, max_retry_wait_s, http_client, extra_body),
+plus default_max_tokens (1024: the Messages API requires max_tokens).
 """
 
 from __future__ import annotations
@@ -63,13 +63,13 @@ class AnthropicProvider(SSEProvider):
         http_client = None
         if self.http_client == "aiohttp":
             try:
-                http_client = anthropic.DefaultAioHttpClient(timeout=timeout)
+                http_client = anthropic.DefaultAioHttpClient(**self._http_options(timeout))
             except RuntimeError:  # the aiohttp extra is missing
                 logger.warning(
                     "%s: anthropic[aiohttp] is not installed; using the httpx transport", self._where
                 )
         if http_client is None:
-            http_client = anthropic.DefaultAsyncHttpxClient(timeout=timeout)
+            http_client = anthropic.DefaultAsyncHttpxClient(**self._http_options(timeout))
         kwargs: dict[str, Any] = {}
         if api_key is not None:
             kwargs["api_key"] = api_key

@@ -6,10 +6,13 @@ are read from each event (building the SDK's chunk objects cost most of a stream
 process's CPU). The shared machinery (SSE framing, error classification, retry before the
 first token) lives here too and is reused by the Anthropic provider.
 
-Config keys (all optional): base_url, api_key_env, api_key_optional, timeout_s (read
-timeout: the longest silence allowed between bytes), connect_timeout_s, max_retries,
-retry_backoff_s, http_client ("aiohttp" or "httpx"), include_usage, max_tokens_param,
-extra_body.
+Config keys (all optional; defaults from settings.LLM_* where they exist):
+- base_url, api_key_env: endpoint and the variable holding its key (absent: the SDK's
+  OPENAI_BASE_URL / OPENAI_API_KEY); api_key_optional: a keyless local server.
+- timeout_s (read timeout: the longest silence between bytes), connect_timeout_s.
+- max_retries (shared by the SDK's HTTP retries and ours), retry_backoff_s,
+  max_retry_wait_s (a longer Retry-After fails at once instead of sleeping).
+- http_client: "aiohttp" (default) or "httpx"; include_usage; max_tokens_param; extra_body.
 """
 
 from __future__ import annotations
@@ -243,6 +246,7 @@ class SSEProvider:
         )
         self.max_retries = max(0, int(config.get("max_retries", setting("LLM_MAX_RETRIES", 2))))
         self.retry_backoff_s = float(config.get("retry_backoff_s", 0.5))
+        self.max_retry_wait_s = float(config.get("max_retry_wait_s", 10.0))
         self.http_client = config.get("http_client", "aiohttp")
         self.extra_body: dict | None = config.get("extra_body")
         self._sdk: Any = None
@@ -277,6 +281,31 @@ class SSEProvider:
     def _timeout(self, timeout_cls: Any) -> Any:
         """SDK timeout: `read` bounds the silence between bytes, `connect` the TCP/TLS setup."""
         return timeout_cls(self.read_timeout_s, connect=self.connect_timeout_s)
+
+    def _http_options(self, timeout: Any) -> dict[str, Any]:
+        """Keyword arguments for the SDK's HTTP client: our timeout and the Retry-After guard."""
+        return {"timeout": timeout, "event_hooks": {"response": [self._refuse_long_retry_after]}}
+
+    async def _refuse_long_retry_after(self, response: httpx2.Response) -> None:
+        """Tell the SDK not to retry when the server asks for a longer wait than max_retry_wait_s.
+
+        The OpenAI SDK sleeps up to 120 s on Retry-After, the Anthropic SDK for as long as it
+        is told; before the first token that is dead time, so fail fast with the real code.
+        """
+        if response.status_code < 400:
+            return
+        for name, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+            value = response.headers.get(name)
+            if value is None:
+                continue
+            try:
+                seconds = float(value) / scale
+            except ValueError:  # an HTTP date: far enough away to count as long
+                seconds = float("inf")
+            if seconds > self.max_retry_wait_s:
+                # Both SDKs obey this header before anything else.
+                response.headers["x-should-retry"] = "false"
+            return
 
     def _resolve_key(self) -> str | None:
         """The key from api_key_env (None: let the SDK read its own variable)."""
@@ -471,11 +500,11 @@ class OpenAIProvider(SSEProvider):
         http_client = None
         if self.http_client == "aiohttp":
             try:
-                http_client = openai.DefaultAioHttpClient(timeout=timeout)
+                http_client = openai.DefaultAioHttpClient(**self._http_options(timeout))
             except RuntimeError:  # the aiohttp extra is missing
                 logger.warning("%s: openai[aiohttp] is not installed; using the httpx transport", self._where)
         if http_client is None:
-            http_client = openai.DefaultAsyncHttpxClient(timeout=timeout)
+            http_client = openai.DefaultAsyncHttpxClient(**self._http_options(timeout))
         try:
             return openai.AsyncOpenAI(
                 api_key=api_key,
