@@ -539,3 +539,19 @@ def test_redact_removes_the_key_and_key_shaped_strings():
     """Known secrets and anything shaped like a key or bearer token are scrubbed."""
     text = redact(f"bad key {KEY}; other sk-proj-abcdef123456 and Bearer abc.def", (KEY,))
     assert KEY not in text and "sk-proj-abcdef123456" not in text and "abc.def" not in text
+
+
+async def test_when_configured_in_settings_then_the_registry_builds_and_closes_it(settings):
+    """STREAMS_PROVIDERS entry of kind "openai" -> get_provider() streams; aclose_all() closes it."""
+    from streams import providers
+
+    with OpenAIServer(Script(text="from settings")) as srv:
+        settings.STREAMS_PROVIDERS = {
+            "local": {"kind": "openai", "base_url": srv.base_url, "api_key_env": KEY_ENV, "max_retries": 0}
+        }
+        providers.reset()
+        try:
+            out = await run(providers.get_provider("local"))
+        finally:
+            await providers.aclose_all()
+    assert out.error is None and out.text == "from settings"
