@@ -1,24 +1,29 @@
 """The Server-Sent Events transport: POST /stream starts a run, GET /stream/<run_id> resumes one.
 
 Both views are async Django views that answer a StreamingHttpResponse over an async
-generator (no thread per open stream). The generator owns everything the stream holds: a
-channel-layer channel in the run's group, its pending receive and its watch on the run.
-When the client goes away, Django's ASGI handler cancels the task that iterates the
-generator; on daphne the CancelledError always lands inside the generator (daphne's `send`
-never suspends), whose `finally` detaches from the run (cancelling it when nobody else
-watches, which closes the upstream provider streams) and waits for that to finish.
+generator. The generator owns everything the stream holds: a channel-layer channel in the
+run's group, its pending receive and its watch on the run. When the client goes away,
+Django's ASGI handler (django/core/handlers/asgi.py, 5.2) sees http.disconnect and cancels
+the task that iterates the generator; on daphne the CancelledError always lands inside the
+generator (daphne's `send` never suspends), whose `finally` detaches from the run
+(cancelling it when nobody else watches, which closes the upstream provider streams) and
+waits for that to finish. Django's own `aclosing()` only closes its wrapper generator, so
+cleanup never relies on it. An open stream holds no thread: see _release_request_thread().
 """
 
 import asyncio
+import contextvars
 import json
 import logging
 import re
 import uuid
 from collections.abc import AsyncIterator
 
+from asgiref.sync import SyncToAsync, sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
+from django.db import connections
 from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 from redis.exceptions import RedisError
@@ -195,14 +200,18 @@ async def stream_view(request):
     stream = RunEventStream(run_id, 0)
 
     async def start() -> None:
-        await get_host().start(run_id, spec, data["input"], owner, on_layer_failure=stream.layer_failed)
+        # The run belongs to the host, not to this request: its tasks start in an empty
+        # context, so they never use (and never revive) this request's sync thread.
+        begin = get_host().start(run_id, spec, data["input"], owner, on_layer_failure=stream.layer_failed)
+        await asyncio.create_task(begin, context=contextvars.Context())
 
     # The unordered run.accepted goes first, without id: it tells the client the run id
     # (also in X-Run-Id) and makes daphne send the headers at once.
     first = encode_event("run.accepted", _json(accepted))
-    return sse_response(stream.events(first, start, replay=False), run_id)
+    return sse_response(stream.events(first, start, resume=False), run_id)
 
 
+@csrf_exempt  # only GET is served; any other method gets the JSON 405, not an HTML CSRF page
 async def resume_view(request, run_id: str):
     """GET /stream/<run_id>: the run's frames after Last-Event-ID, then live."""
     if request.method != "GET":
@@ -233,7 +242,7 @@ async def resume_view(request, run_id: str):
         await get_host().attach(run_id)
 
     first = f": resume {run_id} after {after}\n\n".encode()
-    return sse_response(stream.events(first, attach, replay=True), run_id)
+    return sse_response(stream.events(first, attach, resume=True), run_id)
 
 
 # --- the stream ---------------------------------------------------------------------------
@@ -263,12 +272,13 @@ class RunEventStream:
         if self._direct is not None and not self._direct.done():
             self._direct.set_result(frames)
 
-    async def events(self, first: bytes, begin, replay: bool) -> AsyncIterator[bytes]:
-        """Join the run's group, `begin()` (start or attach), replay the log, relay until the run ends."""
+    async def events(self, first: bytes, begin, resume: bool) -> AsyncIterator[bytes]:
+        """Join the run's group, `begin()` (start, or attach and replay), relay until the run ends."""
         layer = get_channel_layer()
         loop = asyncio.get_running_loop()
         heartbeat_s = max(settings.STREAMS["SSE_HEARTBEAT_S"], MIN_HEARTBEAT_S)
         self._direct = loop.create_future()
+        await _release_request_thread()
         channel: str | None = None
         receive: asyncio.Future | None = None
         watching = False
@@ -280,9 +290,13 @@ class RunEventStream:
                 # Join the group first: no frame of the run may be published before we listen.
                 await layer.group_add(run_group(self.run_id), channel)
                 receive = asyncio.ensure_future(layer.receive(channel))
+                # A start interrupted by a disconnect may or may not have started the run:
+                # detach anyway (harmless for a run that does not exist). An attach is
+                # undone only once done: a detach too many could cancel someone else's run.
+                watching = not resume
                 await begin()
                 watching = True
-                if replay:
+                if resume:
                     # Subscribed first, then the log: what is published meanwhile is either
                     # in the log or arrives later and is recognised by its seq.
                     await self.relay.replay()
@@ -353,6 +367,29 @@ class RunEventStream:
                     await host.settle([self.run_id])
         except Exception:
             logger.warning("run %s: cleanup of the SSE stream failed", self.run_id, exc_info=True)
+
+
+async def _release_request_thread() -> None:
+    """Let this request's sync thread go: a stream stays open for minutes and needs none.
+
+    Django runs each request in its own asgiref ThreadSensitiveContext, whose one-thread
+    executor (used by the middleware and the ORM) lives until the response ends: without
+    this, every open stream would hold an idle thread. By now the middleware and the view
+    are done; a later thread-sensitive call of this request (Django's response.close())
+    gets a fresh executor that Django shuts down as usual. asgiref has no public API for
+    this, hence the guarded look-ups: if they change, streams merely keep their thread
+    (tests/test_sse.py counts the threads).
+    """
+    current = getattr(SyncToAsync, "thread_sensitive_context", None)
+    executors = getattr(SyncToAsync, "context_to_thread_executor", None)
+    context = current.get(None) if current is not None else None
+    if context is None or executors is None or context not in executors:
+        return
+    # Database connections are per thread: close this thread's before it goes.
+    await sync_to_async(connections.close_all)()
+    executor = executors.pop(context, None)
+    if executor is not None:
+        executor.shutdown(wait=False)
 
 
 async def _cancel_receive(receive: asyncio.Future) -> None:
