@@ -286,7 +286,7 @@ def test_lifecycle_frames_are_one_line_of_json_named_after_their_type():
         "type": "task.failed",
         "run_id": "r",
         "seq": 9,
-        "task": "t",
+        "task": "task_t",
         "error": {"code": "x", "message": "a\nb"},
     }
     raw = encode_frame(frame)
@@ -519,3 +519,105 @@ async def test_without_a_login_when_anonymous_use_is_off_the_answer_is_unauthori
     )
     assert response.status_code == 403
     assert response.json()["error"]["code"] == "unauthorized"
+
+
+# --- the stream's own logic, in process (memory layer and log) -------------------------------
+
+
+def run_frames(run_id: str, end: bool = True) -> list[dict]:
+    """A one-task run's ordered frames: started, two deltas, completed and (end) run.completed."""
+    frames = [
+        {"type": "task.started", "task": "task_t"},
+        {"type": "task.delta", "task": "task_t", "text": "one\n"},
+        {"type": "task.delta", "task": "task_t", "text": "two"},
+        {
+            "type": "task.completed",
+            "task": "task_t",
+            "stats": {"tokens": 2, "ttft_ms": 1.0, "duration_ms": 2.0},
+        },
+    ]
+    if end:
+        frames.append({"type": "run.completed"})
+    return [{**f, "run_id": run_id, "seq": seq} for seq, f in enumerate(frames, 1)]
+
+
+async def drain(events, timeout: float = 5.0) -> list[Event]:
+    """Everything a stream generator yields until it ends."""
+    raw = b""
+    async with asyncio.timeout(timeout):
+        async for chunk in events:
+            raw += chunk
+    return parse_all(raw)
+
+
+@pytest.fixture
+def logged_run(memory_layer, settings):
+    """A run whose complete log is stored, and a fast heartbeat."""
+    from streams.runlog import get_run_log
+
+    settings.STREAMS = {**settings.STREAMS, "SSE_HEARTBEAT_S": 0.05}
+
+    async def make(end: bool = True) -> tuple[str, list[dict]]:
+        run_id = uuid.uuid4().hex
+        frames = run_frames(run_id, end)
+        await get_run_log().create(run_id, {"owner": "x", "pipeline": "p", "tasks": ["task_t"]})
+        await get_run_log().append(run_id, frames)
+        return run_id, frames
+
+    return make
+
+
+async def test_frames_the_layer_lost_are_filled_from_the_log_before_the_next_one(logged_run):
+    from channels.layers import get_channel_layer
+
+    from streams.host import run_group
+    from streams.sse import RunEventStream
+
+    run_id, frames = await logged_run()
+    stream = RunEventStream(run_id, 0)
+
+    async def begin():
+        # Only the last frame travels through the layer; 1..4 were "lost".
+        await get_channel_layer().group_send(run_group(run_id), {"type": "run.frames", "frames": frames[-1:]})
+
+    events = await drain(stream.events(b"", begin, resume=False))
+    assert [int(e.id) for e in events] == [1, 2, 3, 4, 5]
+    assert texts(events) == {"task_t": "one\ntwo"}
+    assert get_channel_layer().groups.get(run_group(run_id)) in (None, {})
+
+
+async def test_a_lost_final_message_is_found_in_the_log_at_the_next_heartbeat(logged_run):
+    from streams.sse import RunEventStream
+
+    run_id, _ = await logged_run()
+    stream = RunEventStream(run_id, 2)
+
+    async def begin():
+        pass  # nothing is ever published: only the heartbeat's look at the log can end this
+
+    events = await drain(stream.events(b"", begin, resume=False))
+    assert [int(e.id) for e in events] == [3, 4, 5] and events[-1].event == "run.completed"
+
+
+async def test_when_the_layer_fails_the_frames_handed_over_by_the_host_end_the_stream(logged_run):
+    from streams.sse import RunEventStream
+
+    run_id, frames = await logged_run()
+    stream = RunEventStream(run_id, 0)
+
+    async def begin():
+        stream.layer_failed(frames)
+
+    events = await drain(stream.events(b"", begin, resume=False))
+    assert [int(e.id) for e in events] == [1, 2, 3, 4, 5]
+
+    run_id, frames = await logged_run(end=False)
+    stream = RunEventStream(run_id, 0)
+
+    async def begin_unfinished():
+        stream.layer_failed(frames[:2])
+
+    events = await drain(stream.events(b"", begin_unfinished, resume=False))
+    # Without the run's end the stream says why it stops; the client may resume later.
+    assert [e.event for e in events] == ["task.started", "task_t", "error"]
+    assert events[-1].json["code"] == "layer_unavailable"
