@@ -223,7 +223,7 @@ async def resume_view(request, run_id: str):
         meta = await log.get_meta(run_id) if len(run_id) <= MAX_RUN_ID else None
         # A foreign run gets the same answer as a missing one: run ids are not confirmed.
         if meta is None or meta.get("owner") != owner_of(user, session_key, uuid.uuid4().hex):
-            raise ClientError("unknown_run", f"no run {run_id!r}")
+            raise ClientError("unknown_run", f"no run {run_id[:MAX_RUN_ID]!r}")
         if after > 0:
             rest = await log.read(run_id, after - 1)
             if not rest:  # the client claims to be past the log's end: was that the run's end?
@@ -241,7 +241,7 @@ async def resume_view(request, run_id: str):
     async def attach() -> None:
         await get_host().attach(run_id)
 
-    first = f": resume {run_id} after {after}\n\n".encode()
+    first = f": resume {_field(run_id)} after {after}\n\n".encode()
     return sse_response(stream.events(first, attach, resume=True), run_id)
 
 
