@@ -141,7 +141,8 @@
     const turn = {
       ref, pipeline, input, el: li, reply, status,
       runId: null, lastSeq: 0, sections: new Map(), order: [],
-      startSent: false, ended: false, stopRequested: false, resumeAskedAt: 0, startedAt: performance.now(),
+      startSent: false, ended: false, stopRequested: false, dropped: false,
+      resumeAskedAt: 0, startedAt: performance.now(),
     };
     turns.set(ref, turn);
     return turn;
@@ -280,6 +281,7 @@
         location.assign(loginUrl());
         return;
       }
+      if (active) active.dropped = true;
       if (opened && active) announce("Connection lost. Reconnecting…");
       scheduleReconnect(opened);
     };
@@ -500,9 +502,14 @@
         ? `Finished in ${seconds} s; ${failed} section${failed === 1 ? "" : "s"} failed.`
         : `Finished in ${seconds} s.`;
       setTurnStatus(turn, failed ? "partial" : "completed", text);
-    } else if (how === "cancelled") {
+    } else if (how === "cancelled" && (turn.stopRequested || !turn.dropped)) {
       setTurnStatus(turn, "cancelled", "Stopped. The run was cancelled.");
       announce("Stopped.");
+    } else if (how === "cancelled") {
+      // Without a resume grace period the server cancels a run as soon as its socket closes.
+      const text = "The server cancelled this run when the connection dropped.";
+      setTurnStatus(turn, "cancelled", text);
+      announce(text);
     } else {
       const why = error && error.message ? `: ${error.message}` : ".";
       setTurnStatus(turn, "failed", `The run failed${why}`);
@@ -562,7 +569,8 @@
       announce("No pipeline is configured.");
       return;
     }
-    if (input.length > config.maxInputChars) {
+    // Code points, as the server counts them (an emoji is one character, not two).
+    if ([...input].length > config.maxInputChars) {
       announce(`The message is longer than ${config.maxInputChars} characters.`);
       ui.prompt.setAttribute("aria-invalid", "true");
       return;
@@ -593,6 +601,21 @@
     setTurnStatus(turn, "stopping", "Stopping…");
     if (turn.runId) sendFrame({ type: "run.cancel", run_id: turn.runId, ref: turn.ref });
     // Otherwise run.accepted sends the cancel as soon as the run has an id.
+    confirmStop(turn);
+  }
+
+  // A run whose host is gone never confirms a cancel: after a while, stop waiting for it.
+  const STOP_CONFIRM_MS = 10000;
+  function confirmStop(turn) {
+    setTimeout(() => {
+      if (turn.ended) return;
+      if (!ws || ws.readyState !== WebSocket.OPEN) {
+        confirmStop(turn); // offline: the cancel goes out on reconnect; keep waiting
+        return;
+      }
+      endTurn(turn, "cancelled");
+      setTurnStatus(turn, "cancelled", "Stopped. The server did not confirm the cancel.");
+    }, STOP_CONFIRM_MS);
   }
 
   function autosize() {
