@@ -203,7 +203,10 @@ def test_stop_cancels_the_run_and_says_so(page, serve):
     answer = section(page, "task_a").locator(".md")
     expect(answer).to_have_text(re.compile(r"\S+ \S+"))
 
-    page.get_by_role("button", name="Stop").click()
+    # Keyboard only: Tab from the message box reaches Stop (Send is hidden while a run is on).
+    page.keyboard.press("Tab")
+    expect(page.get_by_role("button", name="Stop")).to_be_focused()
+    page.keyboard.press("Enter")
 
     expect(page.locator(".turn-status")).to_have_text("Stopped. The run was cancelled.")
     for key in TASKS:
@@ -216,6 +219,7 @@ def test_stop_cancels_the_run_and_says_so(page, serve):
     expect(page.locator("#announcer")).to_contain_text("Stopped.")
     expect(page.locator("#send")).to_be_visible()
     expect(page.locator("#stop")).to_be_hidden()
+    expect(page.locator("#prompt")).to_be_focused()  # focus did not fall to <body> with the button
 
 
 XSS_PAYLOAD = (
@@ -314,14 +318,21 @@ def test_a_failing_task_shows_its_error_while_the_others_go_on(page, serve):
         page.select_option("#pipeline", "untrusted")
         page.locator("#prompt").focus()
         send(page, "question")
-        expect(page.locator(".turn-status")).to_have_text(re.compile(r"^Finished in .*1 section failed"))
+        status = page.locator(".turn-status")
+        expect(status).to_have_text(re.compile(r"^Finished in .*1 section failed"))
+        # The conversation keeps its history: a second message adds a turn below the first.
+        send(page, "second question")
+        expect(status).to_have_count(2)
+        expect(status.nth(1)).to_have_text(re.compile(r"^Finished in .*1 section failed"))
 
-    assert section_text(page, "task_a") == "The answer is forty-two."
-    assert section_text(page, "task_c") == "Tone: calm."
-    expect(section(page, "task_b")).to_have_attribute("data-state", "failed")
-    expect(section(page, "task_b").locator(".task-error")).to_contain_text("model overloaded")
-    expect(section(page, "task_a")).to_have_attribute("data-state", "done")
-    expect(section(page, "task_c")).to_have_attribute("data-state", "done")
+    assert page.locator(".user-text").all_text_contents() == ["question", "second question"]
+    for turn in (0, 1):
+        assert section_text(page, "task_a", turn) == "The answer is forty-two."
+        assert section_text(page, "task_c", turn) == "Tone: calm."
+        expect(section(page, "task_b", turn)).to_have_attribute("data-state", "failed")
+        expect(section(page, "task_b", turn).locator(".task-error")).to_contain_text("model overloaded")
+        expect(section(page, "task_a", turn)).to_have_attribute("data-state", "done")
+        expect(section(page, "task_c", turn)).to_have_attribute("data-state", "done")
 
 
 def test_dropped_connection_resumes_with_every_token_exactly_once(page, serve):
@@ -357,6 +368,23 @@ def test_dropped_connection_resumes_with_every_token_exactly_once(page, serve):
     assert {key: section_text(page, key) for key in TASKS} == demo_texts(message, tokens)
     assert page.evaluate("() => window.streamsChat.opens") == 2
     expect(page.locator("#announcer")).to_contain_text("Reconnected.")
+
+
+def test_without_a_grace_period_a_dropped_connection_cancels_the_run(page, serve):
+    """The default STREAMS_RESUME_GRACE_S=0: the resume finds the run cancelled and the page says why."""
+    server = serve(SIMULATED_TOKENS_PER_S="10", SIMULATED_TOKENS="100", SIMULATED_TTFT_S="0.1")
+    open_chat(page, server)
+    send(page, "Explain resumable streams.")
+    expect(section(page, "task_a").locator(".md")).to_have_text(re.compile(r"\S+ \S+"))
+
+    page.evaluate("() => window.streamsChat.drop(500)")
+
+    expect(page.locator(".turn-status")).to_have_text(
+        "The server cancelled this run when the connection dropped.", timeout=WAIT_MS
+    )
+    assert page.evaluate("() => window.streamsChat.opens") == 2
+    for key in TASKS:
+        expect(section(page, key)).to_have_attribute("data-state", "stopped")
 
 
 def test_without_anonymous_use_the_page_sends_visitors_to_login(page, serve):
