@@ -18,7 +18,7 @@ __all__ = [
     "validate_spec",
 ]
 
-KEY_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
+KEY_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,63}\Z"  # \Z, not $: "$" accepts a trailing newline
 KEY_RE = re.compile(KEY_PATTERN)
 
 # The editable fields of a task, in the order the file format and the admin show them.

@@ -209,3 +209,13 @@ def test_task_from_fields_converts_depends_on():
     """Lists from JSON or forms become the spec's tuple."""
     task = task_from_fields({"key": "a", "depends_on": ["b"], "unrelated": 1})
     assert task == TaskSpec(key="a", depends_on=("b",))
+
+
+def test_a_key_with_a_trailing_newline_is_refused():
+    from streams.dag import validate_spec
+    from streams.specs import PipelineSpec, TaskSpec
+
+    errors = validate_spec(
+        PipelineSpec("p", tasks=(TaskSpec(key="task_a\n", provider="simulated"),)), ["simulated"]
+    )
+    assert errors and "task_a" in errors[0]
