@@ -21,9 +21,12 @@ logger = logging.getLogger(__name__)
 
 # Messages from the run host that touch no database: they skip Channels' per-message
 # close_old_connections, which costs a thread hop per token frame.
-NO_DB_MESSAGES = {"run.frames", "run.progress"}
+NO_DB_MESSAGES = {"run.frames", "run.progress", "run.check"}
 # Cleanup on close must not hang on a dead Redis.
 CLOSE_TIMEOUT_S = 5.0
+# A run quiet for this long gets its log checked: the pub/sub layer can lose a message
+# (even the final one) while it reconnects, and no later frame would reveal the gap.
+QUIET_CHECK_S = 5.0
 
 
 class StreamConsumer(AsyncWebsocketConsumer):
@@ -32,8 +35,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
     async def dispatch(self, message):
         """Route host messages straight to their handler; everything else the Channels way."""
         if message["type"] in NO_DB_MESSAGES:
-            handler = self.run_frames if message["type"] == "run.frames" else self.run_progress
-            await handler(message)
+            await getattr(self, message["type"].replace(".", "_"))(message)
         else:
             await super().dispatch(message)
 
@@ -48,12 +50,15 @@ class StreamConsumer(AsyncWebsocketConsumer):
         self.owner = owner_of(user, session.session_key if session else None, self.channel_name)
         self.watching: dict[str, RunRelay] = {}
         self.started: set[str] = set()  # runs this connection started and that are not over
+        self.watchdog: asyncio.Task | None = None
         loop = asyncio.get_running_loop()
         self.bucket = TokenBucket(self.cfg["RATE_LIMIT_PER_S"], 2 * self.cfg["RATE_LIMIT_PER_S"], loop.time())
         await self.accept()
 
     async def disconnect(self, code):
         """Leave every run's group; runs nobody watches any more are cancelled (after the grace)."""
+        if getattr(self, "watchdog", None) is not None:
+            self.watchdog.cancel()
         watching = list(getattr(self, "watching", {}))
         if not watching:
             return
@@ -115,7 +120,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
         run_id = uuid.uuid4().hex
         # Join the group first: no frame of the run may be published before we listen.
         await self.channel_layer.group_add(run_group(run_id), self.channel_name)
-        self.watching[run_id] = RunRelay(run_id, 0, self.send_json)
+        self._watch(RunRelay(run_id, 0, self.send_json))
         self.started.add(run_id)
         await self.send_json(
             {
@@ -143,7 +148,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
             await get_host().attach(run_id)
         # Subscribed first, then the log: what is published meanwhile is either in the
         # log or arrives later and is recognised by its seq.
-        self.watching[run_id] = RunRelay(run_id, after, self.send_json)
+        self._watch(RunRelay(run_id, after, self.send_json))
         await self._relay(run_id, None)
 
     async def _check_owner(self, run_id: str) -> None:
@@ -172,6 +177,26 @@ class StreamConsumer(AsyncWebsocketConsumer):
         await (relay.replay() if frames is None else relay.push(frames))
         if relay.ended:
             await self._finished(run_id)
+
+    def _watch(self, relay: RunRelay) -> None:
+        """Relay the run to this client, and make sure a quiet run gets checked."""
+        self.watching[relay.run_id] = relay
+        if self.watchdog is None or self.watchdog.done():
+            self.watchdog = asyncio.create_task(self._watchdog())
+
+    async def _watchdog(self) -> None:
+        """While runs are watched, poke this consumer to check the ones that went quiet."""
+        while self.watching:
+            await asyncio.sleep(QUIET_CHECK_S)
+            if any(r.quiet_for() >= QUIET_CHECK_S for r in self.watching.values()):
+                # Through the consumer's own queue, so the check never races a frame.
+                await self.channel_layer.send(self.channel_name, {"type": "run.check"})
+
+    async def run_check(self, message: dict) -> None:
+        """Send what the log holds beyond the last seq of every quiet run."""
+        for run_id, relay in list(self.watching.items()):
+            if relay.quiet_for() >= QUIET_CHECK_S:
+                await self._relay(run_id, None)
 
     async def _finished(self, run_id: str) -> None:
         """The run's final frame was sent: stop listening to it."""

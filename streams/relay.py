@@ -1,6 +1,7 @@
 """Relays one run's ordered frames to one client: each seq exactly once, gaps filled from the log."""
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 from .gate import Frame
@@ -19,9 +20,15 @@ class RunRelay:
         self.last = after_seq
         self.ended = False
         self._send = send
+        self.touched = time.monotonic()  # when frames of the run last came in
+
+    def quiet_for(self) -> float:
+        """Seconds since frames of the run last came in."""
+        return time.monotonic() - self.touched
 
     async def push(self, frames: list[Frame]) -> None:
         """Send the frames this client has not had, in seq order; stop after the run's end."""
+        self.touched = time.monotonic()
         for frame in frames:
             if self.ended:
                 return

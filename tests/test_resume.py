@@ -90,3 +90,30 @@ async def test_resume_of_a_finished_run_replays_it_whole(redis_layer, scripted_p
     replay = await until_run_end(comm)
     assert replay == original[2:]
     await comm.disconnect()
+
+
+async def test_a_lost_final_message_is_recovered_from_the_log(
+    redis_layer, scripted_provider, make_pipeline, monkeypatch
+):
+    from channels.layers import get_channel_layer
+
+    from streams import consumers
+
+    monkeypatch.setattr(consumers, "QUIET_CHECK_S", 0.3)
+    layer = get_channel_layer()
+    real_group_send = layer.group_send
+
+    async def lossy_group_send(group, message):
+        # As if the pub/sub layer lost the message while reconnecting.
+        if any(f["type"] == "run.completed" for f in message.get("frames", ())):
+            return
+        await real_group_send(group, message)
+
+    monkeypatch.setattr(layer, "group_send", lossy_group_send)
+    await make_pipeline("p", [{"key": "a", "provider": "scripted", "model": "fast:5", "system": "a"}])
+    comm = await connect()
+    await start(comm, "p")
+    frames = await until_run_end(comm, timeout=5)
+    assert frames[-1]["type"] == "run.completed"
+    assert [f["seq"] for f in frames] == list(range(1, len(frames) + 1))
+    await comm.disconnect()
