@@ -13,6 +13,8 @@ from .specs import PipelineSpec, TaskSpec
 
 logger = logging.getLogger(__name__)
 
+YIELD_EVERY = 64
+
 
 class Sink(Protocol):
     """Where task events go (a RunPump)."""
@@ -111,6 +113,10 @@ async def _stream_task(
                         first = time.monotonic()
                     parts.append(piece)
                     sink.delta(task.key, piece)
+                    if len(parts) % YIELD_EVERY == 0:
+                        # A provider replaying buffered data never suspends on its own and
+                        # would starve every other connection of this event loop.
+                        await asyncio.sleep(0)
     except TimeoutError:
         raise TaskFailed("timeout", f"the task took longer than {timeout_s:g} s") from None
     except ProviderError as exc:
