@@ -178,6 +178,9 @@ STREAMS = {
     "LOG_TTL_S": env_int("STREAMS_LOG_TTL_S", 3600),
     # Most frames kept in one run's log (older ones are trimmed).
     "LOG_MAX_FRAMES": env_int("STREAMS_LOG_MAX_FRAMES", 100_000),
+    # Seconds between a host's "alive" beats in Redis; a host silent for 3 beats is gone and
+    # its runs are ended (run.failed, host_lost) by whoever watches them.
+    "HOST_HEARTBEAT_S": env_float("STREAMS_HOST_HEARTBEAT_S", 5.0),
     # Seconds between run.progress frames for held-back tasks.
     "PROGRESS_INTERVAL_S": env_float("STREAMS_PROGRESS_INTERVAL_S", 0.5),
     # Extra seconds to batch deltas before a send (0: send whenever the last send is done).

@@ -14,6 +14,7 @@ from .catalog import load_spec
 from .frames import ClientError, TokenBucket, owner_of, parse_client_frame
 from .gate import Frame
 from .host import get_host, run_group
+from .recovery import end_if_orphaned
 from .relay import RunRelay
 from .runlog import get_run_log
 
@@ -138,6 +139,8 @@ class StreamConsumer(AsyncWebsocketConsumer):
         run_id = frame["run_id"]
         await self._check_owner(run_id)
         await get_host().cancel(run_id)
+        if await end_if_orphaned(run_id):  # nobody hosts it any more: end it here
+            await self._relay(run_id, None)
 
     async def resume_run(self, frame: dict) -> None:
         """Re-send the run's frames after `after_seq`, then continue live."""
@@ -193,10 +196,12 @@ class StreamConsumer(AsyncWebsocketConsumer):
                 await self.channel_layer.send(self.channel_name, {"type": "run.check"})
 
     async def run_check(self, message: dict) -> None:
-        """Send what the log holds beyond the last seq of every quiet run."""
+        """Send what the log holds beyond the last seq of every quiet run; end runs whose host is gone."""
         for run_id, relay in list(self.watching.items()):
             if relay.quiet_for() >= QUIET_CHECK_S:
                 await self._relay(run_id, None)
+                if not relay.ended and await end_if_orphaned(run_id):
+                    await self._relay(run_id, None)
 
     async def _finished(self, run_id: str) -> None:
         """The run's final frame was sent: stop listening to it."""

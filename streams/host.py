@@ -2,6 +2,7 @@
 
 import asyncio
 import logging
+import uuid
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -52,6 +53,9 @@ class RunHost:
         self._control_channel: str | None = None
         self._control_task: asyncio.Task | None = None
         self._control_lock = asyncio.Lock()
+        # Other instances end this host's runs when it stops beating (streams/recovery.py).
+        self.host_id = uuid.uuid4().hex
+        self._heartbeat_task: asyncio.Task | None = None
 
     async def start(
         self,
@@ -63,9 +67,11 @@ class RunHost:
     ) -> None:
         """Record the run, then start its tasks and its sender."""
         cfg = settings.STREAMS
-        meta = {"owner": owner, "pipeline": spec.slug, "tasks": list(spec.order)}
+        meta = {"owner": owner, "pipeline": spec.slug, "tasks": list(spec.order), "host": self.host_id}
         await get_run_log().create(run_id, meta)
         await self._listen(run_id)
+        if self._heartbeat_task is None or self._heartbeat_task.done():
+            self._heartbeat_task = asyncio.create_task(self._heartbeat(cfg["HOST_HEARTBEAT_S"]))
 
         async def publish(frames: list[Frame]) -> None:
             # Log and group message go out together; both are awaited before the next
@@ -221,6 +227,15 @@ class RunHost:
                 self._control_task = asyncio.create_task(self._control_loop(self._control_channel))
         await self.layer.group_add(control_group(run_id), self._control_channel)
 
+    async def _heartbeat(self, interval_s: float) -> None:
+        """While this host has runs, tell Redis it is alive."""
+        while self.runs:
+            await asyncio.sleep(interval_s)
+            try:
+                await get_run_log().heartbeat(self.host_id)
+            except Exception as exc:  # Redis down: the runs fail on their own sends
+                logger.warning("host heartbeat failed: %s", exc)
+
     async def _control_loop(self, channel: str) -> None:
         """Apply control messages sent to runs hosted here."""
         actions = {"cancel": self._cancel_local, "attach": self._attach_local, "detach": self._detach_local}
@@ -263,8 +278,7 @@ async def close_host() -> None:
     if host is None:
         return
     tasks = [run.task for run in host.runs.values() if run.task is not None]
-    if host._control_task is not None:
-        tasks.append(host._control_task)
+    tasks += [t for t in (host._control_task, host._heartbeat_task) if t is not None]
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)

@@ -49,6 +49,21 @@ class MemoryRunLog:
         # seq starts at 1 and grows by exactly 1, so seq n sits at index n-1.
         return log[max(after_seq, 0) :]
 
+    async def append_after(self, run_id: str, last_seq: int, frames: list[Frame]) -> bool:
+        """Append only if the log ends at `last_seq` (nobody else appended meanwhile)."""
+        log = self._frames.get(run_id)
+        if log is None or len(log) != last_seq:
+            return False
+        log.extend(frames)
+        return True
+
+    async def heartbeat(self, host_id: str) -> None:
+        """Nothing to do: in one process a host lives as long as its clients."""
+
+    async def host_alive(self, host_id: str | None) -> bool:
+        """Always: the run's host is this process."""
+        return True
+
     async def aclose(self) -> None:
         """Nothing to close."""
 
@@ -56,10 +71,22 @@ class MemoryRunLog:
 class RedisRunLog:
     """Run logs as Redis streams whose entry ids are the frames' seq, with an expiry."""
 
-    def __init__(self, url: str, ttl_s: int, max_frames: int):
+    # Appends frames only when the log's last seq is ARGV[1], atomically: two instances that
+    # both find a run orphaned cannot both end it.
+    APPEND_AFTER = """
+    local top = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+    local last = 0
+    if #top > 0 then last = tonumber(string.match(top[1][1], '^(%d+)')) end
+    if last ~= tonumber(ARGV[1]) then return 0 end
+    for i = 2, #ARGV, 2 do redis.call('XADD', KEYS[1], ARGV[i], 'f', ARGV[i + 1]) end
+    return 1
+    """
+
+    def __init__(self, url: str, ttl_s: int, max_frames: int, host_ttl_s: float = 15.0):
         self.url = url
         self.ttl_s = ttl_s
         self.max_frames = max_frames
+        self.host_ttl_ms = max(int(host_ttl_s * 1000), 1)
         # redis.asyncio clients belong to one event loop; keep one per loop.
         self._clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
@@ -89,9 +116,33 @@ class RedisRunLog:
         return f"streams:run:{run_id}:{part}"
 
     async def create(self, run_id: str, meta: dict) -> None:
-        """Record a new run and who owns it."""
-        key = self._key(run_id, "meta")
-        await self._redis().set(key, json.dumps(meta), ex=self.ttl_s)
+        """Record a new run and who owns it; its host counts as alive from now on."""
+        pipe = self._redis().pipeline(transaction=False)
+        pipe.set(self._key(run_id, "meta"), json.dumps(meta), ex=self.ttl_s)
+        if meta.get("host"):
+            pipe.set(self._host_key(meta["host"]), 1, px=self.host_ttl_ms)
+        await pipe.execute()
+
+    @staticmethod
+    def _host_key(host_id: str) -> str:
+        return f"streams:host:{host_id}"
+
+    async def heartbeat(self, host_id: str) -> None:
+        """Say that the host is alive for another host TTL."""
+        await self._redis().set(self._host_key(host_id), 1, px=self.host_ttl_ms)
+
+    async def host_alive(self, host_id: str | None) -> bool:
+        """Whether the host beat its heart within its TTL (a run without a host counts as alive)."""
+        return not host_id or bool(await self._redis().exists(self._host_key(host_id)))
+
+    async def append_after(self, run_id: str, last_seq: int, frames: list[Frame]) -> bool:
+        """Append only if the log ends at `last_seq` (nobody else appended meanwhile)."""
+        args: list = [last_seq]
+        for frame in frames:
+            args += [f"{frame['seq']}-1", json.dumps(frame)]
+        appended = await self._redis().eval(self.APPEND_AFTER, 1, self._key(run_id, "log"), *args)
+        await self._redis().expire(self._key(run_id, "log"), self.ttl_s)
+        return bool(appended)
 
     async def get_meta(self, run_id: str) -> dict | None:
         """The run's metadata, or None for an unknown or expired run."""
@@ -129,7 +180,9 @@ def get_run_log():
     if _log is None:
         cfg = settings.STREAMS
         if settings.REDIS_URL:
-            _log = RedisRunLog(settings.REDIS_URL, cfg["LOG_TTL_S"], cfg["LOG_MAX_FRAMES"])
+            _log = RedisRunLog(
+                settings.REDIS_URL, cfg["LOG_TTL_S"], cfg["LOG_MAX_FRAMES"], 3 * cfg["HOST_HEARTBEAT_S"]
+            )
         else:
             _log = MemoryRunLog(cfg["LOG_MAX_FRAMES"])
     return _log

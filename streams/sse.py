@@ -32,6 +32,7 @@ from .catalog import aload_spec
 from .frames import ClientError, owner_of
 from .gate import Frame
 from .host import get_host, run_group
+from .recovery import end_if_orphaned
 from .relay import END_TYPES, RunRelay
 from .runlog import get_run_log
 
@@ -346,6 +347,8 @@ class RunEventStream:
         """Nothing arrived for a heartbeat: fetch from the log what a lost message may have carried."""
         try:
             await self.relay.replay()
+            if not self.relay.ended and await end_if_orphaned(self.run_id):
+                await self.relay.replay()
         except (RedisError, OSError) as exc:
             # The layer may come back; the stream stays open and the next try may succeed.
             logger.warning("run %s: SSE log check failed: %s", self.run_id, exc)
