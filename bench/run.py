@@ -38,7 +38,7 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.support.live import LiveServer, app_env, free_port, manage, wait_for_port  # noqa: E402
+from tests.support.live import app_env, free_port, manage, wait_for_port  # noqa: E402
 
 TASKS = ("task_a", "task_b", "task_c", "task_d")
 SYSTEMS = ("ours", "ref", "ref-parse")
@@ -49,6 +49,7 @@ SYSTEM_LABELS = {
 }
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 PY = sys.executable
+ASGI_APP = "orchestrator_site.asgi:application"
 
 
 def pipeline_file() -> dict:
@@ -111,6 +112,12 @@ def cpu_s(proc: psutil.Process | None) -> float:
         return t.user + t.system + t.children_user + t.children_system
     except psutil.Error:
         return 0.0
+
+
+def _children(proc: psutil.Process) -> list:
+    with contextlib.suppress(psutil.Error):
+        return proc.children(recursive=True)
+    return []
 
 
 def redis_process() -> psutil.Process | None:
@@ -208,7 +215,6 @@ class Target:
         self.ctx = ctx
         self.port = free_port()
         self.log = ctx.workdir / f"{system}.log"
-        self.live: LiveServer | None = None
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -232,8 +238,22 @@ class Target:
                 LOG_LEVEL="WARNING",
                 **ctx.app_env,
             )
-            self.live = LiveServer(env, port=self.port, log_path=self.log).start()
-            self.pid = self.live.proc.pid
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+            module = "bench.daphne_uvloop" if ctx.args.ours_loop == "uvloop" else "daphne"
+            with open(self.log, "ab") as log:
+                self.proc = subprocess.Popen(
+                    [PY, "-m", module, "-b", "127.0.0.1", "-p", str(self.port), ASGI_APP],
+                    cwd=ctx.args.app_root,
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            try:
+                wait_for_port(self.port, 30)
+            except TimeoutError:
+                self.stop()
+                raise
+            self.pid = self.proc.pid
         else:
             env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "STREAMS_"))}
             env.update(
@@ -272,8 +292,6 @@ class Target:
         return self
 
     def stop(self) -> None:
-        if self.live is not None:
-            self.live.stop()
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -363,6 +381,7 @@ def measure(ctx: Context, target: Target, w: Workload, label: str) -> dict:
         rss_before = rss.rss()
         rss.reset()
         cpu0 = {name: cpu_s(p) for name, p in procs.items()}
+        everyone0 = all_cpu()
         machine0 = psutil.cpu_times()
         wall0 = time.monotonic()
         if ctx.args.profile and not w.idle:
@@ -384,6 +403,7 @@ def measure(ctx: Context, target: Target, w: Workload, label: str) -> dict:
         wall1 = time.monotonic()
         cpu1 = {name: cpu_s(p) for name, p in procs.items()}
         machine1 = psutil.cpu_times()
+        everyone1 = all_cpu()
         if line != "DONE":
             client.kill()
             raise RuntimeError(f"client of {target.system} failed: {line!r}")
@@ -399,6 +419,12 @@ def measure(ctx: Context, target: Target, w: Workload, label: str) -> dict:
     result["cpu"] = {name: cpu1[name] - cpu0[name] for name in procs}
     result["cpu_util"] = {name: (cpu1[name] - cpu0[name]) / wall for name in procs}
     result["cpu_util"]["machine"] = (busy1 - busy0) / wall
+    # Whatever else ran meanwhile (other people's tests on a shared machine): the noise.
+    result["cpu_util"]["other"] = max(0.0, result["cpu_util"]["machine"] - sum(result["cpu"].values()) / wall)
+    ours = {p.pid for p in procs.values()} | {os.getpid()}
+    ours |= {c.pid for c in _children(psutil.Process())}  # py-spy too
+    ours |= {c.pid for p in procs.values() for c in _children(p)}
+    result["noise_top"] = top_others(everyone0, everyone1, ours, wall)
     result["wall_s"] = wall
     result["rss"] = {"before": rss_before, "peak": peak}
     if w.idle:
@@ -413,6 +439,65 @@ def measure(ctx: Context, target: Target, w: Workload, label: str) -> dict:
         name for name in ("client", "upstream") if result["cpu_util"][name] >= ctx.args.bottleneck_util
     ]
     result["load_generator_bottleneck"] = bottleneck
+    return result
+
+
+def all_cpu() -> dict:
+    """CPU seconds of every process on the machine, by pid (with its name)."""
+    out = {}
+    for proc in psutil.process_iter(["name", "cpu_times"]):
+        t = proc.info["cpu_times"]
+        if t is not None:
+            out[proc.pid] = (proc.info["name"], t.user + t.system)
+    return out
+
+
+def top_others(before: dict, after: dict, ours: set, wall: float, top: int = 4) -> list:
+    """The processes not under test that used the most CPU meanwhile (cores)."""
+    deltas = Counter()
+    for pid, (name, cpu) in after.items():
+        if pid in ours or pid not in before:
+            continue
+        deltas[f"{name}[{pid}]"] += cpu - before[pid][1]
+    return [(name, round(d / wall, 2)) for name, d in deltas.most_common(top) if d / wall >= 0.01]
+
+
+def machine_busy(interval: float) -> float:
+    """Cores busy on the whole machine over the next `interval` seconds."""
+    t0 = psutil.cpu_times()
+    time.sleep(interval)
+    t1 = psutil.cpu_times()
+    busy = sum(getattr(t1, f) - getattr(t0, f) for f in ("user", "system", "nice", "irq", "softirq"))
+    return busy / interval
+
+
+def wait_for_quiet(ctx: Context) -> float:
+    """Wait (at most --quiet-wait s) until the machine is nearly idle; return the last reading."""
+    deadline = time.monotonic() + ctx.args.quiet_wait
+    while True:
+        busy = machine_busy(0.5)
+        if busy <= ctx.args.noise_limit or time.monotonic() >= deadline:
+            return busy
+
+
+def measure_quietly(ctx: Context, target: Target, w: Workload, label: str) -> dict:
+    """measure(), repeated while something else took more than --noise-limit cores; the quietest."""
+    attempts = []
+    best = None
+    for _ in range(1 + ctx.args.retries):
+        busy_before = wait_for_quiet(ctx)
+        result = measure(ctx, target, w, label)
+        noise = result["cpu_util"]["other"]
+        attempts.append({"busy_before": busy_before, "other_cpu": noise})
+        if noise <= ctx.args.noise_limit:
+            break
+        top = ", ".join(f"{n} {c}" for n, c in result["noise_top"])
+        log(f"[{label}] {target.system}: {noise:.2f} cores taken by others ({top}); measuring again")
+        if best is None or noise < best["cpu_util"]["other"]:
+            best = result
+    else:
+        result = best
+    result["attempts"] = attempts
     return result
 
 
@@ -591,7 +676,7 @@ def run_scenario(ctx: Context, name: str, w: Workload) -> dict:
     for system in ctx.args.systems:
         log(f"[{name}] {system}: {w.sessions} sessions ...")
         try:
-            result = with_target(ctx, system, lambda t, w=w, name=name: measure(ctx, t, w, name))
+            result = with_target(ctx, system, lambda t, w=w, name=name: measure_quietly(ctx, t, w, name))
         except Exception as exc:
             log(f"[{name}] {system} failed: {exc}")
             result = {"system": system, "error": repr(exc)}
@@ -611,7 +696,7 @@ def run_capacity(ctx: Context, base: Workload) -> dict:
             w = Workload(**{**base.__dict__, "sessions": n})
             log(f"[capacity] {system}: {n} sessions ...")
             try:
-                r = with_target(ctx, system, lambda t: measure(ctx, t, w, f"capacity{n}"))
+                r = with_target(ctx, system, lambda t: measure_quietly(ctx, t, w, f"capacity{n}"))
             except Exception as exc:
                 r = {"error": repr(exc)}
             p99 = (r.get("first_token_overhead_ms") or {}).get("p99")
@@ -630,6 +715,7 @@ def run_capacity(ctx: Context, base: Workload) -> dict:
                     "tokens_lost": r.get("tokens_lost"),
                     "failed_runs": r.get("failed_runs"),
                     "cpu_util": r.get("cpu_util"),
+                    "attempts": r.get("attempts"),
                     "load_generator_bottleneck": r.get("load_generator_bottleneck"),
                     "rss_per_conn": (r.get("rss") or {}).get("per_conn"),
                     "error": r.get("error"),
@@ -708,6 +794,7 @@ FIGURES = [
     ("upstream CPU (cores)", lambda r: r["cpu_util"]["upstream"], True, 2),
     ("client CPU (cores)", lambda r: r["cpu_util"]["client"], True, 2),
     ("machine CPU (cores of 2)", lambda r: r["cpu_util"]["machine"], True, 2),
+    ("other processes' CPU (noise)", lambda r: r["cpu_util"]["other"], True, 2),
     ("peak RSS (MiB)", lambda r: r["rss"]["peak"] / 2**20, True, 1),
     ("RSS per open connection (KiB)", lambda r: r["rss"]["per_conn"] / 1024, True, 1),
     ("tokens lost", lambda r: r["tokens_lost"], True, 0),
@@ -719,6 +806,11 @@ IDLE_FIGURES = [
     ("RSS per idle connection (KiB)", lambda r: r["idle"]["rss_per_conn"] / 1024, True, 1),
     ("RSS before (MiB)", lambda r: r["idle"]["rss_before"] / 2**20, True, 1),
 ]
+
+
+def fig(label: str):
+    """The getter of a figure by its label."""
+    return next(g for name, g, _, _ in FIGURES + IDLE_FIGURES if name == label)
 
 
 def get(getter, r):
@@ -798,13 +890,18 @@ def targets(results: dict) -> list[dict]:
     if "moderate" in results:
         add(
             "moderate: first-token overhead p99",
-            ours("moderate", FIGURES[1][1]),
+            ours("moderate", fig("first-token overhead p99 (ms)")),
             lambda v: v <= 20,
             "<= 20 ms",
         )
-        add("moderate: completion ratio p99", ours("moderate", FIGURES[5][1]), lambda v: v <= 1.05, "<= 1.05")
-        add("moderate: flush p99", ours("moderate", FIGURES[7][1]), lambda v: v <= 20, "<= 20 ms")
-        add("moderate: tokens lost", ours("moderate", FIGURES[17][1]), lambda v: v == 0, "0")
+        add(
+            "moderate: completion ratio p99",
+            ours("moderate", fig("completion ratio p99")),
+            lambda v: v <= 1.05,
+            "<= 1.05",
+        )
+        add("moderate: flush p99", ours("moderate", fig("flush p99 (ms)")), lambda v: v <= 20, "<= 20 ms")
+        add("moderate: tokens lost", ours("moderate", fig("tokens lost")), lambda v: v == 0, "0")
     if "capacity" in results:
         caps = results["capacity"]["systems"]
         c_ours = (caps.get("ours") or {}).get("capacity")
@@ -816,15 +913,15 @@ def targets(results: dict) -> list[dict]:
             f">= 2x (ours {c_ours}, ref {c_ref})",
         )
     if "saturation" in results:
-        tps = FIGURES[8][1]
+        tps = fig("delivered tokens/s")
         o, r, p = (sys_("saturation", s, tps) for s in SYSTEMS)
         add("saturation: tokens/s vs ref", ratio(o, r), lambda v: v >= 3, ">= 3x")
         add("saturation: tokens/s vs ref-parse", ratio(o, p), lambda v: v >= 1.5, ">= 1.5x")
-        add("saturation: tokens lost", ours("saturation", FIGURES[17][1]), lambda v: v == 0, "0")
+        add("saturation: tokens lost", ours("saturation", fig("tokens lost")), lambda v: v == 0, "0")
     if "idle" in results:
         add(
             "idle: RSS per open connection",
-            ours("idle", IDLE_FIGURES[2][1]),
+            ours("idle", fig("RSS per idle connection (KiB)")),
             lambda v: v <= 100,
             "<= 100 KiB",
         )
@@ -854,8 +951,13 @@ def parse_args(argv=None):
     p.add_argument("--capacity-growth", type=float, default=1.5)
     p.add_argument("--capacity-resolution", type=float, default=0.1, help="bisect until within this share")
     p.add_argument("--bottleneck-util", type=float, default=0.85, help="cores at which a helper is flagged")
+    p.add_argument("--noise-limit", type=float, default=0.3, help="cores other processes may take")
+    p.add_argument("--quiet-wait", type=float, default=30.0, help="seconds to wait for a quiet machine")
+    p.add_argument("--retries", type=int, default=2, help="re-measure this often when it was noisy")
     p.add_argument("--profile", action="store_true", help="py-spy the server process of each measurement")
     p.add_argument("--app-env", action="append", default=[], help="KEY=VALUE for the app (experiments)")
+    p.add_argument("--app-root", default=str(ROOT), help="run the app from this tree (experiments)")
+    p.add_argument("--ours-loop", choices=("asyncio", "uvloop"), default="asyncio", help="daphne's loop")
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "latest.json"))
     p.add_argument("--keep-workdir", action="store_true")
     args = p.parse_args(argv)
@@ -904,6 +1006,8 @@ def main(argv=None) -> dict:
         "machine": machine(),
         "command": " ".join(["python -m bench.run", *(argv if argv is not None else sys.argv[1:])]),
         "app_env": env,
+        "app_root": args.app_root,
+        "ours_loop": args.ours_loop,
         "systems": {s: SYSTEM_LABELS[s] for s in args.systems},
         "scenarios": results,
     }

@@ -118,7 +118,10 @@ def main(argv=None) -> None:
     parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args(argv)
     recorder = Recorder()
-    server = OpenAIServer(recorder.script, host=args.host, port=args.port)
+    try:  # keep_text=False: no list of every piece sent per request (newer server versions)
+        server = OpenAIServer(recorder.script, host=args.host, port=args.port, keep_text=False)
+    except TypeError:
+        server = OpenAIServer(recorder.script, host=args.host, port=args.port)
     server.requests = _Forgetful()
     server.start()
     sys.stdout.write(f"listening on {server.base_url}\n")
