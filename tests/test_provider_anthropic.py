@@ -3,17 +3,16 @@
 import asyncio
 import contextlib
 import logging
-import socket
 import sys
 import time
 import traceback
-from dataclasses import dataclass, field
 
 import pytest
 
 from streams.providers.anthropic_provider import AnthropicDecoder, build
-from streams.providers.base import LLMRequest, ProviderError, Usage
+from streams.providers.base import LLMRequest, Usage
 from tests.support.anthropic_server import AnthropicServer, Script
+from tests.support.providers import Outcome, closed_port, consume, fast_config
 
 KEY_ENV = "TEST_PROVIDER_ANTHROPIC_KEY"
 KEY = "sk-ant-test-SECRETkey0123456789"
@@ -33,16 +32,7 @@ async def make():
     built = []
 
     def factory(base_url: str | None, **config):
-        options = {
-            "base_url": base_url,
-            "api_key_env": KEY_ENV,
-            "max_retries": 0,
-            "retry_backoff_s": 0.01,
-            "timeout_s": 2.0,
-            "connect_timeout_s": 2.0,
-            **config,
-        }
-        provider = build("testclaude", options)
+        provider = build("testclaude", fast_config(base_url, KEY_ENV, **config))
         built.append(provider)
         return provider
 
@@ -51,42 +41,9 @@ async def make():
         await provider.aclose()
 
 
-@dataclass
-class Outcome:
-    """What a consumer saw: text pieces, the usage, the error."""
-
-    texts: list[str] = field(default_factory=list)
-    usage: Usage | None = None
-    error: ProviderError | None = None
-
-    @property
-    def text(self) -> str:
-        """All text, joined."""
-        return "".join(self.texts)
-
-
 async def run(provider, request: LLMRequest = REQUEST) -> Outcome:
     """Consume a stream as the orchestrator does."""
-    out = Outcome()
-    try:
-        async with contextlib.aclosing(provider.stream(request)) as stream:
-            async for item in stream:
-                if isinstance(item, Usage):
-                    assert out.usage is None, "at most one Usage"
-                    out.usage = item
-                else:
-                    assert isinstance(item, str) and item and out.usage is None
-                    out.texts.append(item)
-    except ProviderError as exc:
-        out.error = exc
-    return out
-
-
-def closed_port() -> int:
-    """A local port with nothing listening."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    return await consume(provider, request)
 
 
 @pytest.mark.parametrize("transport", ["aiohttp", "httpx"])

@@ -3,18 +3,17 @@
 import asyncio
 import contextlib
 import logging
-import socket
 import time
 import traceback
-from dataclasses import dataclass, field
 
 import aiohttp
 import httpx2
 import pytest
 
-from streams.providers.base import LLMRequest, ProviderError, Usage
+from streams.providers.base import LLMRequest, Usage
 from streams.providers.openai_provider import SSEParser, build, redact, transport_code
 from tests.support.openai_server import OpenAIServer, RequestRecord, Script
+from tests.support.providers import Outcome, closed_port, consume, fast_config
 
 KEY_ENV = "TEST_PROVIDER_OPENAI_KEY"
 KEY = "sk-test-SECRETkey0123456789abcdef"
@@ -37,16 +36,7 @@ async def make():
     built = []
 
     def factory(base_url: str, **config):
-        options = {
-            "base_url": base_url,
-            "api_key_env": KEY_ENV,
-            "max_retries": 0,
-            "retry_backoff_s": 0.01,
-            "timeout_s": 2.0,
-            "connect_timeout_s": 2.0,
-            **config,
-        }
-        provider = build("testai", options)
+        provider = build("testai", fast_config(base_url, KEY_ENV, **config))
         built.append(provider)
         return provider
 
@@ -55,43 +45,9 @@ async def make():
         await provider.aclose()
 
 
-@dataclass
-class Outcome:
-    """What a consumer saw: text pieces, the usage, the error."""
-
-    texts: list[str] = field(default_factory=list)
-    usage: Usage | None = None
-    error: ProviderError | None = None
-
-    @property
-    def text(self) -> str:
-        """All text, joined."""
-        return "".join(self.texts)
-
-
 async def run(provider, request: LLMRequest = REQUEST) -> Outcome:
     """Consume a stream as the orchestrator does."""
-    out = Outcome()
-    try:
-        async with contextlib.aclosing(provider.stream(request)) as stream:
-            async for item in stream:
-                if isinstance(item, Usage):
-                    assert out.usage is None, "at most one Usage"
-                    out.usage = item
-                else:
-                    assert isinstance(item, str) and item, "text pieces are non-empty strings"
-                    assert out.usage is None, "Usage comes last"
-                    out.texts.append(item)
-    except ProviderError as exc:
-        out.error = exc
-    return out
-
-
-def closed_port() -> int:
-    """A local port with nothing listening."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    return await consume(provider, request)
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,59 @@
+"""Shared harness for provider tests: fast provider configs, a stream consumed as the core does."""
+
+import contextlib
+import socket
+from dataclasses import dataclass, field
+
+from streams.providers.base import LLMRequest, ProviderError, Usage
+
+
+def fast_config(base_url: str | None, key_env: str, **config) -> dict:
+    """A provider config pointed at a local server, with small timeouts and no retries."""
+    return {
+        "base_url": base_url,
+        "api_key_env": key_env,
+        "max_retries": 0,
+        "retry_backoff_s": 0.01,
+        "timeout_s": 2.0,
+        "connect_timeout_s": 2.0,
+        **config,
+    }
+
+
+@dataclass
+class Outcome:
+    """What a consumer saw: text pieces, the usage, the error."""
+
+    texts: list[str] = field(default_factory=list)
+    usage: Usage | None = None
+    error: ProviderError | None = None
+
+    @property
+    def text(self) -> str:
+        """All text, joined."""
+        return "".join(self.texts)
+
+
+async def consume(provider, request: LLMRequest) -> Outcome:
+    """Consume a stream as the orchestrator does, checking the interface's promises."""
+    out = Outcome()
+    try:
+        async with contextlib.aclosing(provider.stream(request)) as stream:
+            async for item in stream:
+                if isinstance(item, Usage):
+                    assert out.usage is None, "at most one Usage"
+                    out.usage = item
+                else:
+                    assert isinstance(item, str) and item, "text pieces are non-empty strings"
+                    assert out.usage is None, "Usage comes last"
+                    out.texts.append(item)
+    except ProviderError as exc:
+        out.error = exc
+    return out
+
+
+def closed_port() -> int:
+    """A local port with nothing listening."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
