@@ -30,32 +30,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-logger = logging.getLogger(__name__)
+# The same vocabulary as the simulated provider, so test and demo texts look alike.
+from streams.providers.simulated import WORDS
 
-WORDS = (
-    "stream",
-    "order",
-    "token",
-    "answer",
-    "model",
-    "latency",
-    "pipeline",
-    "context",
-    "signal",
-    "summary",
-    "detail",
-    "result",
-    "insight",
-    "measure",
-    "flow",
-    "event",
-    "buffer",
-    "render",
-    "reason",
-    "clear",
-    "quick",
-    "steady",
-)
+logger = logging.getLogger(__name__)
 
 # Pre-encoded event lists per (model, pieces, options); bounded so odd tests cannot grow it forever.
 _CACHE_LIMIT = 256
