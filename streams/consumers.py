@@ -132,7 +132,15 @@ class StreamConsumer(AsyncWebsocketConsumer):
                 "ref": frame.get("ref"),
             }
         )
-        await get_host().start(run_id, spec, frame["input"], self.owner, on_layer_failure=self._layer_failed)
+        try:
+            await get_host().start(
+                run_id, spec, frame["input"], self.owner, on_layer_failure=self._layer_failed
+            )
+        except BaseException:
+            # Not started (Redis down, or the socket closing): it must not count as in flight.
+            self.watching.pop(run_id, None)
+            self.started.discard(run_id)
+            raise
 
     async def cancel_run(self, frame: dict) -> None:
         """Cancel a run this client owns, on whichever instance hosts it."""
@@ -192,8 +200,11 @@ class StreamConsumer(AsyncWebsocketConsumer):
         while self.watching:
             await asyncio.sleep(QUIET_CHECK_S)
             if any(r.quiet_for() >= QUIET_CHECK_S for r in self.watching.values()):
-                # Through the consumer's own queue, so the check never races a frame.
-                await self.channel_layer.send(self.channel_name, {"type": "run.check"})
+                try:
+                    # Through the consumer's own queue, so the check never races a frame.
+                    await self.channel_layer.send(self.channel_name, {"type": "run.check"})
+                except (RedisError, OSError) as exc:  # Redis down: try again next time
+                    logger.warning("quiet-run check could not be queued: %s", exc)
 
     async def run_check(self, message: dict) -> None:
         """Send what the log holds beyond the last seq of every quiet run; end runs whose host is gone."""
