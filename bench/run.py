@@ -257,6 +257,7 @@ class Target:
         else:
             env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "STREAMS_"))}
             env.update(
+                PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")])),
                 BENCH_VARIANT="parse" if self.system == "ref-parse" else "sdk",
                 OPENAI_BASE_URL=ctx.upstream.base_url,
                 OPENAI_API_KEY="bench",
@@ -277,7 +278,7 @@ class Target:
                         "warning",
                         "--no-access-log",
                     ],
-                    cwd=ROOT,
+                    cwd=ctx.args.app_root,  # ref-parse imports the app's provider from there
                     env=env,
                     stdout=log,
                     stderr=subprocess.STDOUT,
@@ -504,6 +505,7 @@ def measure_quietly(ctx: Context, target: Target, w: Workload, label: str) -> di
 def analyse(data: dict, records: dict, system: str, w: Workload) -> dict:
     """The figures of one measurement, from the client's runs and the upstream's send times."""
     fto, gaps, latency, ratio, flush = [], [], [], [], []
+    fto_when = []
     lost = corrupt = seq_errors = failed_runs = tokens = 0
     errors: Counter = Counter()
     flush_skipped = 0
@@ -523,6 +525,7 @@ def analyse(data: dict, records: dict, system: str, w: Workload) -> dict:
         a, ra = tasks["task_a"], rec["task_a"]
         if ra and ra["first_token_at"] and a["first"]:
             fto.append((a["first"] - ra["first_token_at"]) * 1000)
+            fto_when.append((run["t_send"], fto[-1]))
         if all(r and r["finished_at"] for r in rec.values()):
             slowest = max(r["finished_at"] - r["received_at"] for r in rec.values())
             ratio.append((run["t_end"] - run["t_send"]) / slowest)
@@ -544,6 +547,8 @@ def analyse(data: dict, records: dict, system: str, w: Workload) -> dict:
         "failed_runs": failed_runs,
         "errors": dict(errors),
         "first_token_overhead_ms": dist(fto),
+        # Each run's overhead in the order the runs started (ramp effects show here).
+        "first_token_overhead_by_start_ms": [round(v, 1) for _, v in sorted(fto_when)][:2000],
         "live_gap_excess_ms": dist(gaps),
         "live_token_latency_ms": dist(latency),
         "completion_ratio": dist(ratio),
@@ -1007,6 +1012,7 @@ def main(argv=None) -> dict:
         "command": " ".join(["python -m bench.run", *(argv if argv is not None else sys.argv[1:])]),
         "app_env": env,
         "app_root": args.app_root,
+        "app_commit": app_commit(args.app_root),
         "ours_loop": args.ours_loop,
         "systems": {s: SYSTEM_LABELS[s] for s in args.systems},
         "scenarios": results,
@@ -1053,6 +1059,25 @@ def targets_text(items: list[dict]) -> str:
         mark = {True: "MET   ", False: "MISSED", None: "n/a   "}[t["met"]]
         lines.append(f"{mark} {t['target']:40} {fmt(t['value'], 3):>10}  (want {t['want']})")
     return "\n".join(lines)
+
+
+def app_commit(root: str) -> str:
+    """The commit the app under test came from (a snapshot names it in BENCH_APP_COMMIT)."""
+    if os.environ.get("BENCH_APP_COMMIT"):
+        return os.environ["BENCH_APP_COMMIT"]
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "streams", "orchestrator_site"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        return sha + (" (app files modified)" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
 
 
 def machine() -> dict:
