@@ -592,32 +592,77 @@ def stop_profiler(profiler) -> dict:
     return summarise_profile(path)
 
 
+# Where a sample's own time goes: the innermost frame from a known package decides.
+SUBSYSTEMS = (
+    ("channels_redis/", "channels_redis"),
+    ("redis/", "redis-py"),
+    ("autobahn/", "autobahn (WebSocket framing)"),
+    ("twisted/", "twisted (daphne's I/O)"),
+    ("daphne/", "daphne"),
+    ("channels/", "channels"),
+    ("django/", "django (ORM, sessions)"),
+    ("aiohttp/", "aiohttp (upstream HTTP)"),
+    ("httpx2/", "httpx2 (SDK transport layer)"),
+    ("httpx/", "httpx (SDK transport)"),
+    ("openai/", "openai SDK"),
+    ("pydantic/", "pydantic (SDK objects)"),
+    ("pydantic_core/", "pydantic (SDK objects)"),
+    ("anyio/", "anyio"),
+    ("sse_starlette/", "sse-starlette"),
+    ("starlette/", "starlette/fastapi"),
+    ("fastapi/", "starlette/fastapi"),
+    ("uvicorn/", "uvicorn"),
+    ("streams/", "app (streams/)"),
+    ("bench/", "reference app (bench/)"),
+    ("json/", "json"),
+    ("concurrent/", "thread pool"),
+    ("asgiref/", "asgiref"),
+)
+
+
+def subsystem(frames: list[str]) -> str:
+    """The package that owns a sample's innermost known frame."""
+    leaf = frames[-1]
+    if "select (selectors.py" in leaf or leaf.startswith(("poll ", "select ")):
+        return "idle (waiting in epoll)"
+    if leaf.startswith(("Runner.run ", "BaseEventLoop.run_forever ", "BaseEventLoop.run_until_complete ")):
+        return "event loop in native code (uvloop) or idle"
+    for frame in reversed(frames):
+        where = "/" + frame.partition(" (")[2]
+        for pattern, name in SUBSYSTEMS:
+            if "/" + pattern in where:
+                return name
+    return "asyncio and other stdlib"
+
+
 def summarise_profile(path: Path, top: int = 15) -> dict:
-    """Top functions by self samples and by inclusive samples (idle loop excluded)."""
+    """Samples by subsystem, and the top functions by self and inclusive samples.
+
+    py-spy --nonblocking sometimes reads a partial stack; such samples still count for
+    their innermost frames, which is what the subsystem split uses.
+    """
     self_c: Counter = Counter()
     total_c: Counter = Counter()
-    samples = idle = 0
+    parts: Counter = Counter()
+    samples = 0
     for line in path.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
         if not stack:
             continue
         n = int(count)
         frames = stack.split(";")
-        leaf = frames[-1]
         samples += n
-        if "select (selectors.py" in leaf or "poll (" in leaf or ("_run_once" in leaf and "select" in stack):
-            idle += n
-            continue
-        self_c[_short(leaf)] += n
+        parts[subsystem(frames)] += n
+        self_c[_short(frames[-1])] += n
         for f in set(map(_short, frames)):
             total_c[f] += n
-    busy = samples - idle
+    share = (lambda n: round(n / samples, 3)) if samples else (lambda n: None)
     return {
         "file": str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path),
         "samples": samples,
-        "busy_share": busy / samples if samples else None,
-        "top_self": [(f, round(n / busy, 3)) for f, n in self_c.most_common(top)] if busy else [],
-        "top_total": [(f, round(n / busy, 3)) for f, n in total_c.most_common(top)] if busy else [],
+        "by_subsystem": [(name, share(n)) for name, n in parts.most_common()],
+        "top_self": [(f, share(n)) for f, n in self_c.most_common(top)],
+        "top_total": [(f, share(n)) for f, n in total_c.most_common(top)],
     }
 
 
