@@ -8,3 +8,16 @@ class StreamsConfig(AppConfig):
 
     default_auto_field = "django.db.models.BigAutoField"
     name = "streams"
+
+    def ready(self):
+        """Clear cached pipeline specs whenever a pipeline or a task is saved or deleted."""
+        from django.db.models.signals import post_delete, post_save
+
+        from .catalog import forget_specs
+        from .models import Pipeline, PipelineTask
+
+        for model in (Pipeline, PipelineTask):
+            post_save.connect(forget_specs, sender=model, dispatch_uid=f"streams-specs-save-{model.__name__}")
+            post_delete.connect(
+                forget_specs, sender=model, dispatch_uid=f"streams-specs-delete-{model.__name__}"
+            )

@@ -1,11 +1,14 @@
 """Read access to pipelines for the streaming core: specs by slug and the list for the chat page."""
 
+import time
+
 from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 
 from .models import Pipeline, PipelineTask
 from .specs import PipelineSpec
 
-__all__ = ["alist_pipelines", "aload_spec", "list_pipelines", "load_spec"]
+__all__ = ["alist_pipelines", "aload_spec", "forget_specs", "list_pipelines", "load_spec"]
 
 
 def load_spec(slug: str) -> PipelineSpec | None:
@@ -34,9 +37,30 @@ def list_pipelines() -> list[dict]:
     ]
 
 
+# slug -> (read at, spec). Every run.start needs its pipeline's spec; reading it costs a
+# query and a thread hop (a quarter of the CPU at saturation), so specs are kept briefly.
+_specs: dict[str, tuple[float, PipelineSpec | None]] = {}
+# How long a spec read here may be used; saves in this process clear it at once (signals),
+# saves on other instances are seen after this long.
+SPEC_TTL_S = 5.0
+
+
 async def aload_spec(slug: str) -> PipelineSpec | None:
-    """load_spec for async callers (the ORM runs in the thread Django expects)."""
-    return await sync_to_async(load_spec)(slug)
+    """load_spec for async callers, from a short-lived cache."""
+    now = time.monotonic()
+    hit = _specs.get(slug)
+    if hit is not None and now - hit[0] < SPEC_TTL_S:
+        return hit[1]
+    spec = await database_sync_to_async(load_spec)(slug)
+    if len(_specs) >= 1000:  # slugs come from clients: never let them grow the cache
+        _specs.clear()
+    _specs[slug] = (now, spec)
+    return spec
+
+
+def forget_specs(**_signal) -> None:
+    """A pipeline or task changed: read specs afresh."""
+    _specs.clear()
 
 
 async def alist_pipelines() -> list[dict]:

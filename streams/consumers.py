@@ -5,12 +5,11 @@ import json
 import logging
 import uuid
 
-from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from redis.exceptions import RedisError
 
-from .catalog import load_spec
+from .catalog import aload_spec
 from .frames import ClientError, TokenBucket, owner_of, parse_client_frame
 from .gate import Frame
 from .host import get_host, run_group
@@ -115,7 +114,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
         """Start a run of a pipeline on the client's input."""
         if len(self.started) >= self.cfg["MAX_RUNS_PER_CONNECTION"]:
             raise ClientError("too_many_runs", "too many runs in flight on this connection")
-        spec = await database_sync_to_async(load_spec)(frame["pipeline"])
+        spec = await aload_spec(frame["pipeline"])
         if spec is None or not spec.tasks:
             raise ClientError("unknown_pipeline", f"no runnable pipeline {frame['pipeline']!r}")
         run_id = uuid.uuid4().hex

@@ -64,7 +64,10 @@ class RunPump:
         p = self._pending[task]
         p.text.append(text)
         p.tokens += 1
-        self._wake.set()
+        # Held-back text waits for its turn anyway: only the live task's text (and a task's
+        # first token, for run.progress) wakes the sender; the progress timer does the rest.
+        if task == self.gate.head or p.tokens == 1:
+            self._wake.set()
 
     def finished(self, task: str, *, stats: dict | None = None, error: dict | None = None) -> None:
         """The task ended: completed with stats, or failed with an error."""

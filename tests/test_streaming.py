@@ -182,3 +182,24 @@ async def test_a_connection_without_session_or_user_owns_its_runs_alone(
     await send(second, {"type": "run.resume", "run_id": accepted["run_id"], "after_seq": seen[-1]["seq"]})
     assert (await recv(second))["code"] == "unknown_run"
     await second.disconnect()
+
+
+async def test_a_pipeline_edited_after_a_run_is_used_as_edited_by_the_next_run(
+    redis_layer, scripted_provider, make_pipeline
+):
+    from asgiref.sync import sync_to_async
+
+    from streams.models import PipelineTask
+
+    await make_pipeline("p", [{"key": "a", "provider": "scripted", "model": "fast:3", "system": "a"}])
+    comm = await connect()
+    await start(comm, "p")
+    assert texts(await until_run_end(comm))["a"] == "".join(ScriptedProvider.tokens("fast:3", "a"))
+    # Specs are cached for a few seconds; a save in this process must not have to wait.
+    await sync_to_async(PipelineTask.objects.filter(key="a").update)(model="fast:5")  # no signal
+    task = await sync_to_async(PipelineTask.objects.get)(key="a")
+    task.system = "b"
+    await sync_to_async(task.save)()
+    await start(comm, "p")
+    assert texts(await until_run_end(comm))["a"] == "".join(ScriptedProvider.tokens("fast:5", "b"))
+    await comm.disconnect()
