@@ -4,6 +4,8 @@ import os
 from pathlib import Path
 
 import dj_database_url
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -124,7 +126,9 @@ def redis_host_config(url: str) -> dict:
         "socket_timeout": None,
         "socket_connect_timeout": REDIS_CONNECT_TIMEOUT_S,
         "health_check_interval": 30,
-        "retry_on_timeout": False,
+        # A pooled connection that died with a Redis restart is replaced on its next use
+        # instead of failing that use (a pool built from a URL gets no retries by default).
+        "retry": Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), 2),
     }
 
 

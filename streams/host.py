@@ -73,13 +73,18 @@ class RunHost:
         if self._heartbeat_task is None or self._heartbeat_task.done():
             self._heartbeat_task = asyncio.create_task(self._heartbeat(cfg["HOST_HEARTBEAT_S"]))
 
+        direct = self._direct_channel(run_group(run_id))
+
         async def publish(frames: list[Frame]) -> None:
-            # Log and group message go out together; both are awaited before the next
-            # send, so a consumer that sees a gap finds the missing frames in the log.
-            await asyncio.gather(
-                get_run_log().append(run_id, frames),
-                self.layer.group_send(run_group(run_id), {"type": "run.frames", "frames": frames}),
-            )
+            # Log and group message go out together; both are done before the next send,
+            # so a consumer that sees a gap finds the missing frames in the log.
+            message = {"type": "run.frames", "frames": frames}
+            if direct is not None:
+                await get_run_log().append(run_id, frames, (direct, self.layer.serialize(message)))
+            else:
+                await asyncio.gather(
+                    get_run_log().append(run_id, frames), self.layer.group_send(run_group(run_id), message)
+                )
 
         async def progress(frame: dict) -> None:
             await self.layer.group_send(run_group(run_id), {"type": "run.progress", "frame": frame})
@@ -130,6 +135,23 @@ class RunHost:
             await self._layer_failed(run, exec_task, exc)
         finally:
             self._forget(run)
+
+    def _direct_channel(self, group: str) -> str | None:
+        """The Redis channel behind a group, when the run log may publish to it itself.
+
+        channels-redis' pub/sub layer publishes a group message as one PUBLISH to one
+        channel of its single host; the run log's client can send that PUBLISH in the same
+        round trip as the log append, and without the layer's one per-process publish lock.
+        Anything else (the core layer, several Redis hosts, no Redis) goes through the layer.
+        """
+        layer = self.layer
+        if "channels_redis.pubsub" not in type(layer).__module__ or not settings.REDIS_URL:
+            return None
+        loop_layer = layer._get_layer()
+        shards = getattr(loop_layer, "_shards", ())
+        if len(shards) != 1 or shards[0].host.get("address") != settings.REDIS_URL:
+            return None
+        return loop_layer._get_group_channel_name(group)
 
     async def _layer_failed(self, run: HostedRun, exec_task: asyncio.Task, exc: BaseException) -> None:
         """The channel layer or log failed: stop the tasks and tell local clients directly."""

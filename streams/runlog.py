@@ -37,8 +37,10 @@ class MemoryRunLog:
         """The run's metadata, or None for an unknown or expired run."""
         return self._meta.get(run_id)
 
-    async def append(self, run_id: str, frames: list[Frame]) -> None:
-        """Append ordered frames (consecutive seq) to the run's log."""
+    async def append(
+        self, run_id: str, frames: list[Frame], publish: tuple[str, bytes] | None = None
+    ) -> None:
+        """Append ordered frames (consecutive seq) to the run's log (`publish` is Redis-only)."""
         log = self._frames.get(run_id)
         if log is not None and len(log) + len(frames) <= self.max_frames:
             log.extend(frames)
@@ -99,8 +101,14 @@ class RedisRunLog:
         if client is None:
             # A blocking pool: past its size a send waits for a connection instead of
             # failing its run (redis-py's plain pool refuses past 100).
+            from redis.asyncio.retry import Retry
+            from redis.backoff import ExponentialWithJitterBackoff
+
             pool = aioredis.BlockingConnectionPool.from_url(
                 self.url,
+                # As for the channel layer (settings.redis_host_config): a connection that
+                # died with a Redis restart is replaced on its next use.
+                retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), 2),
                 max_connections=settings.REDIS_MAX_CONNECTIONS,
                 timeout=settings.REDIS_CONNECT_TIMEOUT_S,
                 socket_timeout=10,
@@ -149,14 +157,18 @@ class RedisRunLog:
         raw = await self._redis().get(self._key(run_id, "meta"))
         return json.loads(raw) if raw else None
 
-    async def append(self, run_id: str, frames: list[Frame]) -> None:
-        """Append frames in one round trip; the stream entry id is the frame's seq."""
+    async def append(
+        self, run_id: str, frames: list[Frame], publish: tuple[str, bytes] | None = None
+    ) -> None:
+        """Append frames (entry id = seq) and optionally PUBLISH (channel, payload), in one round trip."""
         key = self._key(run_id, "log")
         pipe = self._redis().pipeline(transaction=False)
         for frame in frames:
             pipe.xadd(key, {"f": json.dumps(frame)}, id=f"{frame['seq']}-1", maxlen=self.max_frames)
         pipe.expire(key, self.ttl_s)
         pipe.expire(self._key(run_id, "meta"), self.ttl_s)
+        if publish is not None:
+            pipe.publish(*publish)
         await pipe.execute()
 
     async def read(self, run_id: str, after_seq: int) -> list[Frame]:
