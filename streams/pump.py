@@ -167,4 +167,7 @@ class RunPump:
         tasks = self._background()
         if tasks and tasks != self._last_progress and any(t["state"] != "waiting" for t in tasks.values()):
             self._last_progress, self._progress_at = tasks, now
-            await self._progress({"type": "run.progress", "run_id": self.gate.run_id, "tasks": tasks})
+            try:
+                await self._progress({"type": "run.progress", "run_id": self.gate.run_id, "tasks": tasks})
+            except Exception as exc:  # progress is optional: a lost report must not fail the run
+                logger.warning("run %s: progress report failed: %s", self.gate.run_id, exc)

@@ -96,3 +96,21 @@ async def test_cancel_ends_every_open_task_then_the_run():
         ("run.cancelled", None),
     ]
     assert pump.history == rec.frames
+
+
+async def test_a_failing_progress_report_does_not_fail_the_run():
+    rec = Recorder()
+
+    async def broken_report(frame):
+        raise ConnectionError("redis went away")
+
+    pump = RunPump("r", ["a", "b"], rec.publish, broken_report, progress_interval_s=0.01)
+    sender = asyncio.create_task(pump.run())
+    pump.started("a")
+    pump.started("b")
+    pump.delta("b", "y")
+    await asyncio.sleep(0.05)
+    pump.finished("b", stats={})
+    pump.finished("a", stats={})
+    await asyncio.wait_for(sender, 1)
+    assert rec.frames[-1]["type"] == "run.completed"
