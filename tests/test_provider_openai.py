@@ -13,7 +13,7 @@ import pytest
 from streams.providers.base import LLMRequest, Usage
 from streams.providers.openai_provider import SSEParser, build, redact, transport_code
 from tests.support.openai_server import OpenAIServer, RequestRecord, Script
-from tests.support.providers import Outcome, closed_port, consume, fast_config
+from tests.support.providers import Outcome, cancel_mid_stream, closed_port, consume, fast_config
 
 KEY_ENV = "TEST_PROVIDER_OPENAI_KEY"
 KEY = "sk-test-SECRETkey0123456789abcdef"
@@ -376,21 +376,7 @@ async def test_when_the_consumer_is_cancelled_then_the_upstream_sees_the_close_w
     """Cancel the consuming task mid-stream: the server records the TCP close promptly."""
     with OpenAIServer(Script(tokens=500, tokens_per_s=40)) as srv:
         provider = make(srv.base_url, http_client=transport)
-        received: list[str] = []
-
-        async def consume():
-            async with contextlib.aclosing(provider.stream(REQUEST)) as stream:
-                async for item in stream:
-                    received.append(item)
-
-        task = asyncio.create_task(consume())
-        await srv.wait_for(lambda: len(received) >= 3)
-        cancelled_at = time.monotonic()
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-        record = srv.requests[0]
-        await srv.wait_for(lambda: record.closed_at is not None, timeout=1.0)
+        record, cancelled_at = await cancel_mid_stream(srv, provider, REQUEST)
     assert record.client_closed
     assert record.closed_at - cancelled_at < 0.2
     assert record.tokens_sent < 500

@@ -1,7 +1,9 @@
 """Shared harness for provider tests: fast provider configs, a stream consumed as the core does."""
 
+import asyncio
 import contextlib
 import socket
+import time
 from dataclasses import dataclass, field
 
 from streams.providers.base import LLMRequest, ProviderError, Usage
@@ -57,3 +59,24 @@ def closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+async def cancel_mid_stream(server, provider, request: LLMRequest, after: int = 3):
+    """Consume until `after` pieces arrived, cancel the consumer; the server's record and the cancel time."""
+    received: list = []
+
+    async def consume():
+        async with contextlib.aclosing(provider.stream(request)) as stream:
+            async for item in stream:
+                received.append(item)
+
+    task = asyncio.create_task(consume())
+    await server.wait_for(lambda: len(received) >= after)
+    cancelled_at = time.monotonic()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    assert task.cancelled()
+    record = server.requests[0]
+    await server.wait_for(lambda: record.closed_at is not None, timeout=1.0)
+    return record, cancelled_at
