@@ -238,57 +238,30 @@ class Target:
                 LOG_LEVEL="WARNING",
                 **ctx.app_env,
             )
-            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
             module = "bench.daphne_uvloop" if ctx.args.ours_loop == "uvloop" else "daphne"
-            with open(self.log, "ab") as log:
-                self.proc = subprocess.Popen(
-                    [PY, "-m", module, "-b", "127.0.0.1", "-p", str(self.port), ASGI_APP],
-                    cwd=ctx.args.app_root,
-                    env=env,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                )
-            try:
-                wait_for_port(self.port, 30)
-            except TimeoutError:
-                self.stop()
-                raise
-            self.pid = self.proc.pid
+            cmd = [PY, "-m", module, "-b", "127.0.0.1", "-p", str(self.port), ASGI_APP]
         else:
             env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "STREAMS_"))}
             env.update(
-                PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")])),
                 BENCH_VARIANT="parse" if self.system == "ref-parse" else "sdk",
                 OPENAI_BASE_URL=ctx.upstream.base_url,
                 OPENAI_API_KEY="bench",
                 PYTHONUNBUFFERED="1",
             )
-            with open(self.log, "ab") as log:
-                self.proc = subprocess.Popen(
-                    [
-                        PY,
-                        "-m",
-                        "uvicorn",
-                        "bench.reference.app:app",
-                        "--host",
-                        "127.0.0.1",
-                        "--port",
-                        str(self.port),
-                        "--log-level",
-                        "warning",
-                        "--no-access-log",
-                    ],
-                    cwd=ctx.args.app_root,  # ref-parse imports the app's provider from there
-                    env=env,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                )
-            try:
-                wait_for_port(self.port, 30)
-            except TimeoutError:
-                self.stop()
-                raise
-            self.pid = self.proc.pid
+            cmd = [PY, "-m", "uvicorn", "bench.reference.app:app", "--host", "127.0.0.1"]
+            cmd += ["--port", str(self.port), "--log-level", "warning", "--no-access-log"]
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+        with open(self.log, "ab") as log:
+            # cwd: the app tree under test (ref-parse imports the app's provider from there).
+            self.proc = subprocess.Popen(
+                cmd, cwd=ctx.args.app_root, env=env, stdout=log, stderr=subprocess.STDOUT
+            )
+        try:
+            wait_for_port(self.port, 30)
+        except TimeoutError:
+            self.stop()
+            raise
+        self.pid = self.proc.pid
         self.ps = psutil.Process(self.pid)
         return self
 
