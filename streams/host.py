@@ -13,6 +13,7 @@ from django.conf import settings
 from . import orchestrator
 from .gate import Frame
 from .pump import RunPump
+from .relay import END_TYPES
 from .runlog import get_run_log
 from .specs import PipelineSpec
 
@@ -74,16 +75,27 @@ class RunHost:
             self._heartbeat_task = asyncio.create_task(self._heartbeat(cfg["HOST_HEARTBEAT_S"]))
 
         direct = self._direct_channel(run_group(run_id))
+        loop = asyncio.get_running_loop()
+        ttl_renewed_at = -float("inf")
 
         async def publish(frames: list[Frame]) -> None:
             # Log and group message go out together; both are done before the next send,
             # so a consumer that sees a gap finds the missing frames in the log.
+            nonlocal ttl_renewed_at
             message = {"type": "run.frames", "frames": frames}
+            # The log expires LOG_TTL_S after the run's end: renewing it on every send would
+            # double the commands of a live token, so renew it at the start, the end, and
+            # every tenth of the TTL.
+            renew = frames[-1]["type"] in END_TYPES or loop.time() - ttl_renewed_at > cfg["LOG_TTL_S"] / 10
+            if renew:
+                ttl_renewed_at = loop.time()
+            log = get_run_log()
             if direct is not None:
-                await get_run_log().append(run_id, frames, (direct, self.layer.serialize(message)))
+                await log.append(run_id, frames, (direct, self.layer.serialize(message)), refresh_ttl=renew)
             else:
                 await asyncio.gather(
-                    get_run_log().append(run_id, frames), self.layer.group_send(run_group(run_id), message)
+                    log.append(run_id, frames, refresh_ttl=renew),
+                    self.layer.group_send(run_group(run_id), message),
                 )
 
         async def progress(frame: dict) -> None:

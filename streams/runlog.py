@@ -38,9 +38,13 @@ class MemoryRunLog:
         return self._meta.get(run_id)
 
     async def append(
-        self, run_id: str, frames: list[Frame], publish: tuple[str, bytes] | None = None
+        self,
+        run_id: str,
+        frames: list[Frame],
+        publish: tuple[str, bytes] | None = None,
+        refresh_ttl: bool = True,
     ) -> None:
-        """Append ordered frames (consecutive seq) to the run's log (`publish` is Redis-only)."""
+        """Append ordered frames (consecutive seq) to the run's log (`publish`, `refresh_ttl`: Redis)."""
         log = self._frames.get(run_id)
         if log is not None and len(log) + len(frames) <= self.max_frames:
             log.extend(frames)
@@ -158,15 +162,21 @@ class RedisRunLog:
         return json.loads(raw) if raw else None
 
     async def append(
-        self, run_id: str, frames: list[Frame], publish: tuple[str, bytes] | None = None
+        self,
+        run_id: str,
+        frames: list[Frame],
+        publish: tuple[str, bytes] | None = None,
+        refresh_ttl: bool = True,
     ) -> None:
-        """Append frames (entry id = seq) and optionally PUBLISH (channel, payload), in one round trip."""
+        """Append frames (entry id = seq), optionally PUBLISH (channel, payload) and renew the
+        expiry, in one round trip."""
         key = self._key(run_id, "log")
         pipe = self._redis().pipeline(transaction=False)
         for frame in frames:
             pipe.xadd(key, {"f": json.dumps(frame)}, id=f"{frame['seq']}-1", maxlen=self.max_frames)
-        pipe.expire(key, self.ttl_s)
-        pipe.expire(self._key(run_id, "meta"), self.ttl_s)
+        if refresh_ttl:
+            pipe.expire(key, self.ttl_s)
+            pipe.expire(self._key(run_id, "meta"), self.ttl_s)
         if publish is not None:
             pipe.publish(*publish)
         await pipe.execute()

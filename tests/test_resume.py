@@ -117,3 +117,23 @@ async def test_a_lost_final_message_is_recovered_from_the_log(
     assert frames[-1]["type"] == "run.completed"
     assert [f["seq"] for f in frames] == list(range(1, len(frames) + 1))
     await comm.disconnect()
+
+
+async def test_the_log_and_meta_of_a_finished_run_expire_after_the_log_ttl(
+    redis_layer, redis_url, scripted_provider, make_pipeline, settings
+):
+    import redis.asyncio as aioredis
+
+    settings.STREAMS = {**settings.STREAMS, "LOG_TTL_S": 120}
+    await make_pipeline("p", [{"key": "a", "provider": "scripted", "model": "paced:30:0.005", "system": "a"}])
+    comm = await connect()
+    run_id = (await start(comm, "p"))["run_id"]
+    await until_run_end(comm)
+    await comm.disconnect()
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        for part in ("log", "meta"):
+            ttl = await client.ttl(f"streams:run:{run_id}:{part}")
+            assert 100 < ttl <= 120, (part, ttl)
+    finally:
+        await client.aclose()
