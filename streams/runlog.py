@@ -1,10 +1,11 @@
 """Per-run storage of ordered frames and run metadata, in Redis or (one process) in memory."""
 
 import asyncio
+import itertools
 import json
 import logging
 import weakref
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from typing import Any
 
 from django.conf import settings
@@ -22,12 +23,13 @@ class MemoryRunLog:
 
     def __init__(self, max_frames: int):
         self.max_frames = max_frames
-        self._frames: OrderedDict[str, list[Frame]] = OrderedDict()
+        # Bounded like the Redis log: past max_frames the oldest frames go.
+        self._frames: OrderedDict[str, deque[Frame]] = OrderedDict()
         self._meta: dict[str, dict] = {}
 
     async def create(self, run_id: str, meta: dict) -> None:
         """Record a new run and who owns it."""
-        self._frames[run_id] = []
+        self._frames[run_id] = deque(maxlen=self.max_frames)
         self._meta[run_id] = dict(meta)
         while len(self._frames) > self.MAX_RUNS:
             old, _ = self._frames.popitem(last=False)
@@ -46,19 +48,21 @@ class MemoryRunLog:
     ) -> None:
         """Append ordered frames (consecutive seq) to the run's log (`publish`, `refresh_ttl`: Redis)."""
         log = self._frames.get(run_id)
-        if log is not None and len(log) + len(frames) <= self.max_frames:
+        if log is not None:
             log.extend(frames)
 
     async def read(self, run_id: str, after_seq: int) -> list[Frame]:
         """Frames with seq > after_seq, in order."""
-        log = self._frames.get(run_id) or []
-        # seq starts at 1 and grows by exactly 1, so seq n sits at index n-1.
-        return log[max(after_seq, 0) :]
+        log = self._frames.get(run_id)
+        if not log:
+            return []
+        # seq grows by exactly 1, so it gives the index once the trimmed head is known.
+        return list(itertools.islice(log, max(after_seq - log[0]["seq"] + 1, 0), None))
 
     async def append_after(self, run_id: str, last_seq: int, frames: list[Frame]) -> bool:
         """Append only if the log ends at `last_seq` (nobody else appended meanwhile)."""
         log = self._frames.get(run_id)
-        if log is None or len(log) != last_seq:
+        if log is None or (log[-1]["seq"] if log else 0) != last_seq:
             return False
         log.extend(frames)
         return True
