@@ -15,7 +15,7 @@ from .gate import Frame
 from .host import get_host, run_group
 from .recovery import end_if_orphaned
 from .relay import RunRelay
-from .runlog import get_run_log
+from .runlog import owned_meta
 
 logger = logging.getLogger(__name__)
 
@@ -163,8 +163,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
 
     async def _check_owner(self, run_id: str) -> None:
         """Refuse a run that does not exist or belongs to someone else, with the same answer."""
-        meta = await get_run_log().get_meta(run_id)
-        if meta is None or meta.get("owner") != self.owner:
+        if await owned_meta(run_id, self.owner) is None:
             raise ClientError("unknown_run", f"no run {run_id!r}")
 
     async def run_frames(self, message: dict) -> None:

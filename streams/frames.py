@@ -58,13 +58,18 @@ def parse_client_frame(text: str | None, *, max_bytes: int, max_input_chars: int
             expected = " or ".join(t.__name__ for t in types)
             raise ClientError("bad_request", f"{kind}: field {name!r} must be {expected}", ref)
     if kind == "run.start":
-        if not data["input"].strip():
-            raise ClientError("bad_request", "run.start: input is empty", ref)
-        if len(data["input"]) > max_input_chars:
-            raise ClientError("too_large", f"input is longer than {max_input_chars} characters", ref)
+        check_input(data["input"], max_input_chars, ref)
     if kind == "run.resume" and data["after_seq"] < 0:
         raise ClientError("bad_request", "run.resume: after_seq must be >= 0", ref)
     return data
+
+
+def check_input(text: str, max_input_chars: int, ref: str | None = None) -> None:
+    """Refuse an empty or too long user input (both transports)."""
+    if not text.strip():
+        raise ClientError("bad_request", "input is empty", ref)
+    if len(text) > max_input_chars:
+        raise ClientError("too_large", f"input is longer than {max_input_chars} characters", ref)
 
 
 class TokenBucket:

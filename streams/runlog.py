@@ -214,6 +214,12 @@ def get_run_log():
     return _log
 
 
+async def owned_meta(run_id: str, owner: str) -> dict | None:
+    """The run's metadata if `owner` owns it; None for a missing or foreign run alike."""
+    meta = await get_run_log().get_meta(run_id)
+    return meta if meta is not None and meta.get("owner") == owner else None
+
+
 def reset_run_log() -> None:
     """Forget the process's run log (settings changed, e.g. in tests)."""
     global _log

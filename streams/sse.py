@@ -29,12 +29,12 @@ from django.views.decorators.csrf import csrf_exempt
 from redis.exceptions import RedisError
 
 from .catalog import aload_spec
-from .frames import ClientError, owner_of
+from .frames import ClientError, check_input, owner_of
 from .gate import Frame
 from .host import get_host, run_group
 from .recovery import end_if_orphaned
 from .relay import END_TYPES, RunRelay
-from .runlog import get_run_log
+from .runlog import get_run_log, owned_meta
 
 logger = logging.getLogger(__name__)
 
@@ -148,10 +148,7 @@ def parse_start(request) -> dict:
             raise ClientError("bad_request", f"missing field {name!r}")
         if not isinstance(data[name], str):
             raise ClientError("bad_request", f"field {name!r} must be str")
-    if not data["input"].strip():
-        raise ClientError("bad_request", "input is empty")
-    if len(data["input"]) > cfg["MAX_INPUT_CHARS"]:
-        raise ClientError("too_large", f"input is longer than {cfg['MAX_INPUT_CHARS']} characters")
+    check_input(data["input"], cfg["MAX_INPUT_CHARS"])
     return data
 
 
@@ -221,9 +218,9 @@ async def resume_view(request, run_id: str):
         user, session_key = await _client(request)
         after = parse_last_event_id(request)
         log = get_run_log()
-        meta = await log.get_meta(run_id) if len(run_id) <= MAX_RUN_ID else None
+        owner = owner_of(user, session_key, uuid.uuid4().hex)
         # A foreign run gets the same answer as a missing one: run ids are not confirmed.
-        if meta is None or meta.get("owner") != owner_of(user, session_key, uuid.uuid4().hex):
+        if len(run_id) > MAX_RUN_ID or await owned_meta(run_id, owner) is None:
             raise ClientError("unknown_run", f"no run {run_id[:MAX_RUN_ID]!r}")
         if after > 0:
             rest = await log.read(run_id, after - 1)
