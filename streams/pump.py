@@ -103,7 +103,9 @@ class RunPump:
 
     async def _wait(self) -> None:
         """Wait for new events, waking for progress reports while tasks work in the background."""
-        if self._progress is None or not self._background():
+        # Tasks after the live one exist unless the head is the last task (or the run is over).
+        background = self.gate.head not in (None, self.gate.order[-1])
+        if self._progress is None or not background:
             await self._wake.wait()
         else:
             try:
