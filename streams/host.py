@@ -170,9 +170,7 @@ class RunHost:
         logger.error("run %s: channel layer unavailable: %s", run.run_id, exc)
         exec_task.cancel()
         await asyncio.gather(exec_task, return_exceptions=True)
-        run.pump.history.extend(
-            run.pump.gate.abort("layer_unavailable", "the message layer (Redis) is unavailable")
-        )
+        run.pump.gate_end("abort", "layer_unavailable", "the message layer (Redis) is unavailable")
         for callback in list(run.on_layer_failure):
             # Every frame of the run: each local client skips what it already has.
             callback(run.pump.history)

@@ -88,6 +88,12 @@ class RunPump:
         self._ending = self._ending or ("abort", code, message)
         self._wake.set()
 
+    def gate_end(self, kind: str, code: str, message: str) -> list[Frame]:
+        """End the run in the gate now ("cancel" or "abort"); the frames are also kept in history."""
+        out = self.gate.cancel() if kind == "cancel" else self.gate.abort(code, message)
+        self.history.extend(out)
+        return out
+
     # --- the sender ---
 
     async def run(self) -> None:
@@ -119,9 +125,7 @@ class RunPump:
         """Feed the gate what the live task has, moving on while the head finishes."""
         if self._ending is not None:
             kind, code, message = self._ending
-            out = self.gate.cancel() if kind == "cancel" else self.gate.abort(code, message)
-            self.history.extend(out)
-            return out
+            return self.gate_end(kind, code, message)
         out: list[Frame] = []
         # Only the head is fed: held tasks keep accumulating text here, so a flush is one
         # delta per task instead of one per token.
