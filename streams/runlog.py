@@ -10,6 +10,8 @@ from typing import Any
 
 from django.conf import settings
 
+from .redis_batch import CommandBatcher
+
 logger = logging.getLogger(__name__)
 
 Frame = dict[str, Any]
@@ -97,8 +99,9 @@ class RedisRunLog:
         self.ttl_s = ttl_s
         self.max_frames = max_frames
         self.host_ttl_ms = max(int(host_ttl_s * 1000), 1)
-        # redis.asyncio clients belong to one event loop; keep one per loop.
+        # redis.asyncio clients belong to one event loop; keep one per loop, with its batcher.
         self._clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._batchers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     def _redis(self):
         """The client of the running loop."""
@@ -125,7 +128,13 @@ class RedisRunLog:
             )
             client = aioredis.Redis.from_pool(pool)
             self._clients[loop] = client
+            self._batchers[loop] = CommandBatcher(client)
         return client
+
+    def _batch(self) -> CommandBatcher:
+        """The running loop's batcher: the hot path's commands share pipelines across runs."""
+        self._redis()
+        return self._batchers[asyncio.get_running_loop()]
 
     @staticmethod
     def _key(run_id: str, part: str) -> str:
@@ -173,17 +182,17 @@ class RedisRunLog:
         refresh_ttl: bool = True,
     ) -> None:
         """Append frames (entry id = seq), optionally PUBLISH (channel, payload) and renew the
-        expiry, in one round trip."""
+        expiry, in one round trip shared with other runs' appends."""
         key = self._key(run_id, "log")
-        pipe = self._redis().pipeline(transaction=False)
-        for frame in frames:
-            pipe.xadd(key, {"f": json.dumps(frame)}, id=f"{frame['seq']}-1", maxlen=self.max_frames)
+        commands = [
+            ("XADD", key, "MAXLEN", "~", self.max_frames, f"{frame['seq']}-1", "f", json.dumps(frame))
+            for frame in frames
+        ]
         if refresh_ttl:
-            pipe.expire(key, self.ttl_s)
-            pipe.expire(self._key(run_id, "meta"), self.ttl_s)
+            commands += [("EXPIRE", key, self.ttl_s), ("EXPIRE", self._key(run_id, "meta"), self.ttl_s)]
         if publish is not None:
-            pipe.publish(*publish)
-        await pipe.execute()
+            commands.append(("PUBLISH", *publish))
+        await self._batch().execute(commands)
 
     async def read(self, run_id: str, after_seq: int) -> list[Frame]:
         """Frames with seq > after_seq, in order."""
@@ -192,6 +201,7 @@ class RedisRunLog:
 
     async def aclose(self) -> None:
         """Close the client of the running loop."""
+        self._batchers.pop(asyncio.get_running_loop(), None)
         client = self._clients.pop(asyncio.get_running_loop(), None)
         if client is not None:
             await client.aclose()
