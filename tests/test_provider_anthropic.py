@@ -74,6 +74,14 @@ async def test_when_a_system_prompt_is_given_then_it_is_the_top_level_system_par
     assert record.headers.get("anthropic-version")
 
 
+async def test_when_extra_body_is_configured_then_its_fields_join_the_request_body(make):
+    """Provider-specific fields go into the JSON body next to ours."""
+    with AnthropicServer(Script(text="ok")) as srv:
+        out = await run(make(srv.base_url, extra_body={"top_k": 3}))
+    assert out.error is None
+    assert srv.requests[0].body["top_k"] == 3 and srv.requests[0].body["stream"] is True
+
+
 async def test_when_options_are_given_then_max_tokens_and_temperature_are_sent(make):
     """An explicit max_tokens wins; temperature rides in the body; no system prompt, no `system`."""
     request = LLMRequest(model="m", prompt="p", max_tokens=50, temperature=0.2)

@@ -87,6 +87,16 @@ async def test_when_streaming_then_request_has_system_message_stream_options_and
     assert record.body["temperature"] == 0.3
 
 
+async def test_when_extra_body_is_configured_then_its_fields_join_the_request_body(make):
+    """Provider-specific fields (e.g. vLLM's top_k) go into the JSON body next to ours."""
+    with OpenAIServer(Script(text="ok")) as srv:
+        out = await run(make(srv.base_url, extra_body={"top_k": 5, "repetition_penalty": 1.1}))
+    assert out.error is None
+    body = srv.requests[0].body
+    assert body["top_k"] == 5 and body["repetition_penalty"] == 1.1
+    assert body["model"] == REQUEST.model and body["stream"] is True
+
+
 async def test_when_no_system_prompt_then_only_the_user_message_is_sent(make):
     """An empty system prompt sends no system message."""
     with OpenAIServer(Script(text="ok")) as srv:

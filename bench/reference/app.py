@@ -13,7 +13,7 @@ Variants (BENCH_VARIANT):
 - `sdk` (default): `AsyncOpenAI` with its default transport, `async for chunk in stream`
   over the SDK's ChatCompletionChunk objects, `chunk.choices[0].delta.content`.
 - `parse`: the same architecture, but each upstream call is the app's own OpenAI provider
-  (`streams.providers.openai_provider.OpenAIProvider`: `with_streaming_response`, raw
+  (`streams.providers.openai_provider.OpenAIProvider`: the SDK's `post` with its raw-stream header, raw
   body parsed by hand, the SDK's aiohttp transport), so only the architecture differs.
 """
 
@@ -78,7 +78,7 @@ async def sdk_stream(key: str, user_input: str) -> AsyncIterator[str]:
 
 
 async def parsed_stream(key: str, user_input: str) -> AsyncIterator[str]:
-    """The app's provider: raw lines through with_streaming_response."""
+    """The app's provider: the raw body parsed by hand."""
     from streams.providers.base import LLMRequest
 
     request = LLMRequest(model=MODEL, prompt=f"{key} {user_input}")

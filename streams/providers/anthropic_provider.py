@@ -1,7 +1,7 @@
 """Anthropic provider: the official SDK (an optional dependency), with the Messages SSE parsed by hand.
 
-As for OpenAI, the SDK sends, authenticates and retries the request; `with_streaming_response`
-hands over the raw events (message_start, content_block_delta, message_delta, message_stop,
+As for OpenAI, the SDK sends, authenticates and retries the request and hands over the raw
+events (message_start, content_block_delta, message_delta, message_stop,
 ping, and `error` after HTTP 200), of which only the text and the usage are read.
 
 Config keys: as for the OpenAI provider (base_url, api_key_env, api_key_optional, timeout_s,
@@ -93,7 +93,7 @@ class AnthropicProvider(SSEProvider):
             )
         return client
 
-    def _open(self, client: Any, request: LLMRequest, max_retries: int):
+    def _request(self, request: LLMRequest) -> tuple[str, dict[str, Any]]:
         """POST /v1/messages with stream=True; the system prompt is the top-level `system`."""
         params: dict[str, Any] = {
             "model": request.model,
@@ -103,19 +103,12 @@ class AnthropicProvider(SSEProvider):
         }
         if request.system:
             params["system"] = request.system
-        extra = dict(self.extra_body or {})
         if request.temperature is not None:
-            # This SDK version's create() has no `temperature` keyword; the API still takes it.
-            extra["temperature"] = request.temperature
-        if extra:
-            params["extra_body"] = extra
-        if max_retries != self.max_retries:
-            client = client.with_options(max_retries=max_retries)
-        return client.messages.with_streaming_response.create(**params)
+            params["temperature"] = request.temperature
+        return "/v1/messages", params
 
-    def _read(self, response: Any):
+    def _read(self, http: Any):
         """Text from text_delta events; usage from message_start and message_delta."""
-        http = response.http_response
         content_type = http.headers.get("content-type", "")
         if "json" in content_type:
             return self._read_other(http)
