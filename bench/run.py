@@ -236,6 +236,9 @@ class Target:
                 OPENAI_BASE_URL=ctx.upstream.base_url,
                 OPENAI_API_KEY="bench",
                 LOG_LEVEL="WARNING",
+                # Saturation starts runs back to back on each connection, faster than the
+                # per-connection abuse limit (20 frames/s) lets a client: not what is measured.
+                STREAMS_RATE_LIMIT_PER_S="10000",
                 **ctx.app_env,
             )
             module = "bench.daphne_uvloop" if ctx.args.ours_loop == "uvloop" else "daphne"
