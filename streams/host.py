@@ -99,7 +99,11 @@ class RunHost:
                 )
 
         async def progress(frame: dict) -> None:
-            await self.layer.group_send(run_group(run_id), {"type": "run.progress", "frame": frame})
+            message = {"type": "run.progress", "frame": frame}
+            if direct is not None:
+                await get_run_log().publish(direct, self.layer.serialize(message))
+            else:
+                await self.layer.group_send(run_group(run_id), message)
 
         pump = RunPump(
             run_id,
@@ -153,8 +157,9 @@ class RunHost:
 
         channels-redis' pub/sub layer publishes a group message as one PUBLISH to one
         channel of its single host; the run log's client can send that PUBLISH in the same
-        round trip as the log append, and without the layer's one per-process publish lock.
-        Anything else (the core layer, several Redis hosts, no Redis) goes through the layer.
+        round trip as the log append, batched with other runs' (progress too), and without
+        the layer's one per-process publish lock. Anything else (the core layer, several
+        Redis hosts, no Redis) goes through the layer.
         """
         layer = self.layer
         if "channels_redis.pubsub" not in type(layer).__module__ or not settings.REDIS_URL:

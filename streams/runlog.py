@@ -194,6 +194,10 @@ class RedisRunLog:
             commands.append(("PUBLISH", *publish))
         await self._batch().execute(commands)
 
+    async def publish(self, channel: str, payload: bytes) -> None:
+        """PUBLISH a message that is not logged (run.progress), batched like the appends."""
+        await self._batch().execute([("PUBLISH", channel, payload)])
+
     async def read(self, run_id: str, after_seq: int) -> list[Frame]:
         """Frames with seq > after_seq, in order."""
         entries = await self._redis().xrange(self._key(run_id, "log"), min=f"{max(after_seq, 0) + 1}-0")
