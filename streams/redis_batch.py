@@ -1,9 +1,6 @@
 """Commands that many coroutines of one event loop send to Redis, gathered into one pipeline."""
 
 import asyncio
-import logging
-
-logger = logging.getLogger(__name__)
 
 Command = tuple  # ("XADD", key, ...): the arguments of one Redis command
 

@@ -1,8 +1,8 @@
 """Anthropic provider: the official SDK (an optional dependency), with the Messages SSE parsed by hand.
 
 As for OpenAI, the SDK sends, authenticates and retries the request and hands over the raw
-events (message_start, content_block_delta, message_delta, message_stop,
-ping, and `error` after HTTP 200), of which only the text and the usage are read.
+events (message_start, content_block_delta, message_delta, message_stop, ping, and `error`
+after HTTP 200), of which only the text and the usage are read.
 
 Config keys: as for the OpenAI provider (base_url, api_key_env, api_key_optional, timeout_s,
 connect_timeout_s, max_retries, retry_backoff_s, max_retry_wait_s, http_client, extra_body),
