@@ -44,6 +44,7 @@ class RunPump:
         self._progress = progress
         self._progress_interval_s = progress_interval_s
         self._window_s = coalesce_window_s
+        self._sent_at = -float("inf")
         self._wake = asyncio.Event()
         self._ending: tuple[str, str, str] | None = None  # ("cancel"|"abort", code, message)
         self._last_progress: dict | None = None
@@ -98,12 +99,17 @@ class RunPump:
 
     async def run(self) -> None:
         """Send until the gate has emitted the run's final frame."""
+        loop = asyncio.get_running_loop()
         while not self.gate.ended:
             await self._wait()
-            if self._window_s and self._ending is None:
-                await asyncio.sleep(self._window_s)  # let more tokens join this send
+            # At most one send per window: what arrives meanwhile joins the next one. A send
+            # after a quiet window (a run's first token) goes out at once.
+            wait = self._sent_at + self._window_s - loop.time()
+            if wait > 0 and self._ending is None:
+                await asyncio.sleep(wait)
             frames = self.drain()
             if frames:
+                self._sent_at = loop.time()
                 await self._publish(frames)
             await self._maybe_progress()
 

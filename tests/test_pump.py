@@ -1,6 +1,7 @@
 """The run pump: coalescing, held tasks flushed as one delta, progress, cancel, without Channels."""
 
 import asyncio
+import itertools
 
 from streams.pump import RunPump
 
@@ -118,3 +119,33 @@ async def test_a_failing_progress_report_does_not_fail_the_run():
     pump.finished("a", stats={})
     await asyncio.wait_for(sender, 1)
     assert rec.frames[-1]["type"] == "run.completed"
+
+
+async def test_with_a_window_the_first_token_goes_at_once_and_later_ones_at_most_once_per_window():
+    rec = Recorder()
+    sent_at: list[float] = []
+    loop = asyncio.get_running_loop()
+
+    async def publish(frames):
+        sent_at.append(loop.time())
+        await rec.publish(frames)
+
+    pump = RunPump("r", ["a"], publish, coalesce_window_s=0.2)
+    sender = asyncio.create_task(pump.run())
+    begin = loop.time()
+    pump.started("a")
+    pump.delta("a", "first ")
+    await asyncio.sleep(0.02)
+    # The run's first send did not wait for a window.
+    assert [f["text"] for f in rec.frames if f["type"] == "task.delta"] == ["first "]
+    assert sent_at[0] - begin < 0.1
+    for i in range(10):  # one token every 20 ms for 200 ms: one window's worth
+        pump.delta("a", f"{i} ")
+        await asyncio.sleep(0.02)
+    pump.finished("a", stats={})
+    await asyncio.wait_for(sender, 2)
+    gaps = [b - a for a, b in itertools.pairwise(sent_at)]
+    assert all(gap >= 0.19 for gap in gaps), gaps
+    assert len(rec.batches) <= 3
+    text = "".join(f["text"] for f in rec.frames if f["type"] == "task.delta")
+    assert text == "first " + "".join(f"{i} " for i in range(10))
