@@ -593,6 +593,9 @@ SUBSYSTEMS = (
     ("json/", "json"),
     ("concurrent/", "thread pool"),
     ("asgiref/", "asgiref"),
+    # Last, so that redis/asyncio/ stays redis-py. Without it the loop's own work (transports,
+    # callbacks, timers) went to the nearest caller: under daphne, Twisted's reactor.
+    ("asyncio/", "asyncio (loop, transports, timers)"),
 )
 
 
@@ -608,7 +611,7 @@ def subsystem(frames: list[str]) -> str:
         for pattern, name in SUBSYSTEMS:
             if "/" + pattern in where:
                 return name
-    return "asyncio and other stdlib"
+    return "other stdlib"
 
 
 def summarise_profile(path: Path, top: int = 15) -> dict:
