@@ -10,7 +10,7 @@ import pytest
 from streams.providers.anthropic_provider import AnthropicDecoder, build
 from streams.providers.base import LLMRequest, Usage
 from tests.support.anthropic_server import AnthropicServer, Script
-from tests.support.providers import Outcome, cancel_mid_stream, closed_port, consume, fast_config
+from tests.support.providers import Outcome, cancel_mid_stream, closed_port, consume, provider_factory
 
 KEY_ENV = "TEST_PROVIDER_ANTHROPIC_KEY"
 KEY = "sk-ant-test-SECRETkey0123456789"
@@ -27,16 +27,8 @@ def api_key(monkeypatch):
 @pytest.fixture
 async def make():
     """Build providers pointed at a URL with fast test settings; close them afterwards."""
-    built = []
-
-    def factory(base_url: str | None, **config):
-        provider = build("testclaude", fast_config(base_url, KEY_ENV, **config))
-        built.append(provider)
-        return provider
-
-    yield factory
-    for provider in built:
-        await provider.aclose()
+    async with provider_factory(build, "testclaude", KEY_ENV) as factory:
+        yield factory
 
 
 async def run(provider, request: LLMRequest = REQUEST) -> Outcome:

@@ -13,7 +13,7 @@ import pytest
 from streams.providers.base import LLMRequest, Usage
 from streams.providers.openai_provider import SSEParser, build, redact, transport_code
 from tests.support.openai_server import OpenAIServer, RequestRecord, Script
-from tests.support.providers import Outcome, cancel_mid_stream, closed_port, consume, fast_config
+from tests.support.providers import Outcome, cancel_mid_stream, closed_port, consume, provider_factory
 
 KEY_ENV = "TEST_PROVIDER_OPENAI_KEY"
 KEY = "sk-test-SECRETkey0123456789abcdef"
@@ -33,16 +33,8 @@ def api_key(monkeypatch):
 @pytest.fixture
 async def make():
     """Build providers pointed at a URL with fast test settings; close them afterwards."""
-    built = []
-
-    def factory(base_url: str, **config):
-        provider = build("testai", fast_config(base_url, KEY_ENV, **config))
-        built.append(provider)
-        return provider
-
-    yield factory
-    for provider in built:
-        await provider.aclose()
+    async with provider_factory(build, "testai", KEY_ENV) as factory:
+        yield factory
 
 
 async def run(provider, request: LLMRequest = REQUEST) -> Outcome:

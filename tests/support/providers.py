@@ -22,6 +22,23 @@ def fast_config(base_url: str | None, key_env: str, **config) -> dict:
     }
 
 
+@contextlib.asynccontextmanager
+async def provider_factory(build, name: str, key_env: str):
+    """A factory of providers pointed at a URL with fast test settings; closes them on exit."""
+    built = []
+
+    def factory(base_url: str | None, **config):
+        provider = build(name, fast_config(base_url, key_env, **config))
+        built.append(provider)
+        return provider
+
+    try:
+        yield factory
+    finally:
+        for provider in built:
+            await provider.aclose()
+
+
 @dataclass
 class Outcome:
     """What a consumer saw: text pieces, the usage, the error."""
