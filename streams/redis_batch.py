@@ -15,7 +15,7 @@ class CommandBatcher:
     """
 
     def __init__(self, client):
-        self._client = client
+        self.client = client
         self._queue: list[tuple[list[Command], asyncio.Future]] = []
         self._sender: asyncio.Task | None = None
 
@@ -39,7 +39,7 @@ class CommandBatcher:
 
     async def _send_batch(self, batch: list[tuple[list[Command], asyncio.Future]]) -> None:
         """One pipeline: a command's error fails only its own submitter; a lost connection fails all."""
-        pipe = self._client.pipeline(transaction=False)
+        pipe = self.client.pipeline(transaction=False)
         for commands, _ in batch:
             for args in commands:
                 pipe.execute_command(*args)

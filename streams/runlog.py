@@ -99,17 +99,20 @@ class RedisRunLog:
         self.ttl_s = ttl_s
         self.max_frames = max_frames
         self.host_ttl_ms = max(int(host_ttl_s * 1000), 1)
-        # redis.asyncio clients belong to one event loop; keep one per loop, with its batcher.
-        self._clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        # redis.asyncio clients belong to one event loop: one client (in its batcher) per loop.
         self._batchers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     def _redis(self):
         """The client of the running loop."""
+        return self._batch().client
+
+    def _batch(self) -> CommandBatcher:
+        """The running loop's batcher: the hot path's commands share pipelines across runs."""
         import redis.asyncio as aioredis
 
         loop = asyncio.get_running_loop()
-        client = self._clients.get(loop)
-        if client is None:
+        batcher = self._batchers.get(loop)
+        if batcher is None:
             # A blocking pool: past its size a send waits for a connection instead of
             # failing its run (redis-py's plain pool refuses past 100).
             from redis.asyncio.retry import Retry
@@ -126,15 +129,8 @@ class RedisRunLog:
                 socket_connect_timeout=settings.REDIS_CONNECT_TIMEOUT_S,
                 health_check_interval=30,
             )
-            client = aioredis.Redis.from_pool(pool)
-            self._clients[loop] = client
-            self._batchers[loop] = CommandBatcher(client)
-        return client
-
-    def _batch(self) -> CommandBatcher:
-        """The running loop's batcher: the hot path's commands share pipelines across runs."""
-        self._redis()
-        return self._batchers[asyncio.get_running_loop()]
+            batcher = self._batchers[loop] = CommandBatcher(aioredis.Redis.from_pool(pool))
+        return batcher
 
     @staticmethod
     def _key(run_id: str, part: str) -> str:
@@ -205,10 +201,9 @@ class RedisRunLog:
 
     async def aclose(self) -> None:
         """Close the client of the running loop."""
-        self._batchers.pop(asyncio.get_running_loop(), None)
-        client = self._clients.pop(asyncio.get_running_loop(), None)
-        if client is not None:
-            await client.aclose()
+        batcher = self._batchers.pop(asyncio.get_running_loop(), None)
+        if batcher is not None:
+            await batcher.client.aclose()
 
 
 _log = None

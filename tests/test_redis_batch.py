@@ -72,7 +72,7 @@ async def test_a_lost_connection_fails_every_submitter_and_the_batcher_recovers(
     await dead.aclose()
     # The sender ended with the failure: a new submission starts a new one.
     live = aioredis.Redis.from_url(redis_url)
-    batcher._client = live
+    batcher.client = live
     assert await batcher.execute([("PING",)]) == [True]
     await live.aclose()
 
