@@ -7,6 +7,7 @@ import pytest
 from streams.orchestrator import execute
 from streams.providers import ProviderError, Usage
 from streams.specs import PipelineSpec, TaskSpec
+from tests.support.providers import loop_turns
 
 
 class Sink:
@@ -66,22 +67,13 @@ def spec(*tasks):
 
 
 async def test_a_provider_with_thousands_of_buffered_chunks_does_not_starve_the_loop():
-    ticks = 0
-
-    async def ticker():
-        nonlocal ticks
-        while True:
-            ticks += 1
-            await asyncio.sleep(0)
-
-    other = asyncio.create_task(ticker())
     sink = Sink()
     providers = {"buf": Buffered(20_000)}
-    await execute(
-        spec(TaskSpec("a", provider="buf")), "x", sink, default_timeout_s=10, providers=providers.get
-    )
-    other.cancel()
-    assert ticks >= 20_000 // 64 // 2
+    async with loop_turns() as turns:
+        await execute(
+            spec(TaskSpec("a", provider="buf")), "x", sink, default_timeout_s=10, providers=providers.get
+        )
+    assert turns[0] >= 20_000 // 64 // 2
     assert sink.end("a")[2]["tokens"] == 20_000
     assert sink.end("a")[2]["prompt_tokens"] == 3
 

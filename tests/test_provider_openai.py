@@ -13,7 +13,14 @@ import pytest
 from streams.providers.base import LLMRequest, Usage
 from streams.providers.openai_provider import SSEParser, build, redact, transport_code
 from tests.support.openai_server import OpenAIServer, RequestRecord, Script
-from tests.support.providers import Outcome, cancel_mid_stream, closed_port, consume, provider_factory
+from tests.support.providers import (
+    Outcome,
+    cancel_mid_stream,
+    closed_port,
+    consume,
+    loop_turns,
+    provider_factory,
+)
 
 KEY_ENV = "TEST_PROVIDER_OPENAI_KEY"
 KEY = "sk-test-SECRETkey0123456789abcdef"
@@ -115,22 +122,13 @@ async def test_when_server_reports_no_usage_then_no_usage_is_yielded(make):
 
 async def test_when_many_buffered_tokens_then_text_is_exact_and_the_loop_is_not_starved(make):
     """Thousands of tokens written at once: exact text, and other tasks still get turns."""
-    ticks = 0
-
-    async def ticker():
-        nonlocal ticks
-        while True:
-            ticks += 1
-            await asyncio.sleep(0)
-
     with OpenAIServer(Script(tokens=5000)) as srv:
-        task = asyncio.create_task(ticker())
-        out = await run(make(srv.base_url))
-        task.cancel()
+        async with loop_turns() as turns:
+            out = await run(make(srv.base_url))
     assert out.error is None
     assert out.text == srv.requests[0].text_sent
     assert out.usage.completion_tokens == 5000
-    assert ticks > 5
+    assert turns[0] > 5
 
 
 async def test_when_stream_lacks_done_but_has_finish_reason_then_it_completes(make):

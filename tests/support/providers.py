@@ -97,3 +97,20 @@ async def cancel_mid_stream(server, provider, request: LLMRequest, after: int = 
     record = server.requests[0]
     await server.wait_for(lambda: record.closed_at is not None, timeout=1.0)
     return record, cancelled_at
+
+
+@contextlib.asynccontextmanager
+async def loop_turns():
+    """Count the turns another task gets on the loop meanwhile (a starved loop gives few)."""
+    turns = [0]
+
+    async def ticker():
+        while True:
+            turns[0] += 1
+            await asyncio.sleep(0)
+
+    task = asyncio.create_task(ticker())
+    try:
+        yield turns
+    finally:
+        task.cancel()
