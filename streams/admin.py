@@ -9,10 +9,10 @@ from django.core.exceptions import ValidationError
 from django.db.models import Count
 from django.forms.models import BaseInlineFormSet
 
-from .dag import TASK_FIELDS, task_from_fields, validate_spec
 from .models import Pipeline, PipelineTask
+from .pipelines.dag import TASK_FIELDS, task_from_fields, validate_spec
+from .pipelines.specs import PipelineSpec
 from .providers import provider_names
-from .specs import PipelineSpec
 
 
 class DependsOnField(forms.Field):

@@ -13,8 +13,8 @@ class StreamsConfig(AppConfig):
         """Clear cached pipeline specs whenever a pipeline or a task is saved or deleted."""
         from django.db.models.signals import post_delete, post_save
 
-        from .catalog import forget_specs
         from .models import Pipeline, PipelineTask
+        from .pipelines.catalog import forget_specs
 
         for model in (Pipeline, PipelineTask):
             post_save.connect(forget_specs, sender=model, dispatch_uid=f"streams-specs-save-{model.__name__}")

@@ -1,35 +1,28 @@
-"""The WebSocket consumer: checks client frames, hands work to the run host, relays ordered frames."""
+"""The WebSocket consumer: a thin adapter from JSON text frames to the session core."""
 
 import asyncio
 import json
 import logging
-import uuid
 
 from channels.consumer import get_handler_name
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
-from redis.exceptions import RedisError
 
-from .catalog import aload_spec
-from .frames import ClientError, TokenBucket, owner_of, parse_client_frame
-from .gate import Frame
-from .host import get_host, run_group
-from .recovery import end_if_orphaned
-from .relay import RunRelay
-from .runlog import owned_meta
+from .protocol import LAYER_UNAVAILABLE, PING, PONG, RUN_CANCEL, RUN_RESUME, RUN_START, ClientError
+from .session.core import QUIET_CHECK_S, RunSession
+from .session.inputs import parse_client_frame
+from .session.limits import TokenBucket
+from .session.owners import owner_of
+from .store import LAYER_ERRORS
 
 logger = logging.getLogger(__name__)
 
-# Cleanup on close must not hang on a dead Redis.
-CLOSE_TIMEOUT_S = 5.0
-# A run quiet for this long gets its log checked: the pub/sub layer can lose a message
-# (even the final one) while it reconnects, and no later frame would reveal the gap.
-QUIET_CHECK_S = 5.0
-
 
 class StreamConsumer(AsyncWebsocketConsumer):
-    """One browser tab: starts, cancels and resumes runs, and sends their frames in order."""
+    """One browser tab: its client frames go to its RunSession, the session's frames go out."""
+
+    session: RunSession | None = None
 
     async def dispatch(self, message):
         """Call the message's handler without Channels' close_old_connections before it.
@@ -56,31 +49,25 @@ class StreamConsumer(AsyncWebsocketConsumer):
             await self.close(code=4401)
             return
         session = self.scope.get("session")
-        self.owner = owner_of(user, session.session_key if session else None, self.channel_name)
-        self.watching: dict[str, RunRelay] = {}
-        self.started: set[str] = set()  # runs this connection started and that are not over
+        self.session = RunSession(
+            owner_of(user, session.session_key if session else None, self.channel_name),
+            self.send_json,
+            layer=self.channel_layer,
+            channel=self.channel_name,
+            max_runs=self.cfg["MAX_RUNS_PER_CONNECTION"],
+            on_watch=self._ensure_watchdog,
+        )
         self.watchdog: asyncio.Task | None = None
         loop = asyncio.get_running_loop()
         self.bucket = TokenBucket(self.cfg["RATE_LIMIT_PER_S"], 2 * self.cfg["RATE_LIMIT_PER_S"], loop.time())
         await self.accept()
 
     async def disconnect(self, code):
-        """Leave every run's group; runs nobody watches any more are cancelled (after the grace)."""
+        """Stop watching every run; the host cancels those nobody watches any more (after the grace)."""
         if getattr(self, "watchdog", None) is not None:
             self.watchdog.cancel()
-        watching = list(getattr(self, "watching", {}))
-        if not watching:
-            return
-        host = get_host()
-        try:
-            async with asyncio.timeout(CLOSE_TIMEOUT_S):
-                for run_id in watching:
-                    await self.channel_layer.group_discard(run_group(run_id), self.channel_name)
-                    await host.detach(run_id)
-                # Nothing of a cancelled run may outlive the connection: wait for local ones.
-                await host.settle(watching)
-        except Exception:
-            logger.warning("cleanup of runs %s on close failed", watching, exc_info=True)
+        if self.session is not None:
+            await self.session.close()
 
     async def receive(self, text_data=None, bytes_data=None):
         """Handle one client frame; a refused frame gets an error and the connection stays open."""
@@ -94,148 +81,59 @@ class StreamConsumer(AsyncWebsocketConsumer):
                 max_input_chars=self.cfg["MAX_INPUT_CHARS"],
             )
             ref = frame.get("ref")
-            handler = {
-                "run.start": self.start_run,
-                "run.cancel": self.cancel_run,
-                "run.resume": self.resume_run,
-                "ping": self.pong,
-            }[frame["type"]]
-            await handler(frame)
+            await self._handle_frame(frame)
         except ClientError as exc:
             if exc.ref is None and ref is not None:
                 exc.ref = ref
             await self.send_json(exc.frame())
-        except (RedisError, OSError) as exc:
+        except LAYER_ERRORS as exc:
             # Redis is down: say so and keep the socket; the next frame may find it back.
             logger.warning("client frame failed, layer unavailable: %s", exc)
-            error = ClientError("layer_unavailable", "the message layer is unavailable; retry shortly", ref)
+            error = ClientError(LAYER_UNAVAILABLE, "the message layer is unavailable; retry shortly", ref)
             await self.send_json(error.frame())
+
+    async def _handle_frame(self, frame: dict) -> None:
+        """One checked client frame."""
+        kind = frame["type"]
+        if kind == RUN_START:
+            await self.session.start(frame["pipeline"], frame["input"], frame.get("ref"))
+        elif kind == RUN_CANCEL:
+            await self.session.cancel(frame["run_id"])
+        elif kind == RUN_RESUME:
+            await self.session.resume(frame["run_id"], frame["after_seq"])
+        elif kind == PING:
+            await self.send_json({**frame, "type": PONG})
 
     async def send_json(self, data: dict) -> None:
         """Send one JSON frame."""
         await self.send(text_data=json.dumps(data, ensure_ascii=False))
 
-    async def pong(self, frame: dict) -> None:
-        """Echo a ping."""
-        await self.send_json({**frame, "type": "pong"})
-
-    async def start_run(self, frame: dict) -> None:
-        """Start a run of a pipeline on the client's input."""
-        if len(self.started) >= self.cfg["MAX_RUNS_PER_CONNECTION"]:
-            raise ClientError("too_many_runs", "too many runs in flight on this connection")
-        spec = await aload_spec(frame["pipeline"])
-        if spec is None or not spec.tasks:
-            raise ClientError("unknown_pipeline", f"no runnable pipeline {frame['pipeline']!r}")
-        run_id = uuid.uuid4().hex
-        # Join the group first: no frame of the run may be published before we listen.
-        await self.channel_layer.group_add(run_group(run_id), self.channel_name)
-        self._watch(RunRelay(run_id, 0, self.send_json))
-        self.started.add(run_id)
-        await self.send_json(
-            {
-                "type": "run.accepted",
-                "run_id": run_id,
-                "pipeline": spec.slug,
-                "tasks": [{"key": t.key, "title": t.title} for t in spec.tasks],
-                "ref": frame.get("ref"),
-            }
-        )
-        try:
-            await get_host().start(
-                run_id, spec, frame["input"], self.owner, on_layer_failure=self._layer_failed
-            )
-        except BaseException:
-            # Not started (Redis down, or the socket closing): it must not count as in flight.
-            self.watching.pop(run_id, None)
-            self.started.discard(run_id)
-            raise
-
-    async def cancel_run(self, frame: dict) -> None:
-        """Cancel a run this client owns, on whichever instance hosts it."""
-        run_id = frame["run_id"]
-        await self._check_owner(run_id)
-        await get_host().cancel(run_id)
-        if await end_if_orphaned(run_id):  # nobody hosts it any more: end it here
-            await self._relay(run_id, None)
-
-    async def resume_run(self, frame: dict) -> None:
-        """Re-send the run's frames after `after_seq`, then continue live."""
-        run_id, after = frame["run_id"], frame["after_seq"]
-        await self._check_owner(run_id)
-        if run_id not in self.watching:
-            await self.channel_layer.group_add(run_group(run_id), self.channel_name)
-            await get_host().attach(run_id)
-        # Subscribed first, then the log: what is published meanwhile is either in the
-        # log or arrives later and is recognised by its seq.
-        self._watch(RunRelay(run_id, after, self.send_json))
-        await self._relay(run_id, None)
-
-    async def _check_owner(self, run_id: str) -> None:
-        """Refuse a run that does not exist or belongs to someone else, with the same answer."""
-        if await owned_meta(run_id, self.owner) is None:
-            raise ClientError("unknown_run", f"no run {run_id!r}")
+    # --- channel-layer messages: each goes to the session, in this consumer's one queue ---
 
     async def run_frames(self, message: dict) -> None:
         """Frames of a run published by its host."""
-        frames = message["frames"]
-        if frames:
-            await self._relay(frames[0]["run_id"], frames)
+        await self.session.handle(message)
 
     async def run_progress(self, message: dict) -> None:
         """Progress of a run's background tasks (unordered)."""
-        frame = message["frame"]
-        if frame["run_id"] in self.watching:
-            await self.send_json(frame)
+        await self.session.handle(message)
 
-    async def _relay(self, run_id: str, frames: list[Frame] | None) -> None:
-        """Send frames through the run's relay (None: replay the log); forget the run at its end."""
-        relay = self.watching.get(run_id)
-        if relay is None:
-            return
-        await (relay.replay() if frames is None else relay.push(frames))
-        if relay.ended:
-            await self._finished(run_id)
+    async def run_check(self, message: dict) -> None:
+        """The watchdog's poke: check the runs that went quiet."""
+        await self.session.check_quiet(QUIET_CHECK_S)
 
-    def _watch(self, relay: RunRelay) -> None:
-        """Relay the run to this client, and make sure a quiet run gets checked."""
-        self.watching[relay.run_id] = relay
+    def _ensure_watchdog(self) -> None:
+        """Make sure a quiet run gets checked while runs are watched."""
         if self.watchdog is None or self.watchdog.done():
             self.watchdog = asyncio.create_task(self._watchdog())
 
     async def _watchdog(self) -> None:
         """While runs are watched, poke this consumer to check the ones that went quiet."""
-        while self.watching:
+        while self.session.watching:
             await asyncio.sleep(QUIET_CHECK_S)
-            if any(r.quiet_for() >= QUIET_CHECK_S for r in self.watching.values()):
+            if self.session.quiet(QUIET_CHECK_S):
                 try:
                     # Through the consumer's own queue, so the check never races a frame.
                     await self.channel_layer.send(self.channel_name, {"type": "run.check"})
-                except (RedisError, OSError) as exc:  # Redis down: try again next time
+                except LAYER_ERRORS as exc:  # Redis down: try again next time
                     logger.warning("quiet-run check could not be queued: %s", exc)
-
-    async def run_check(self, message: dict) -> None:
-        """Send what the log holds beyond the last seq of every quiet run; end runs whose host is gone."""
-        for run_id, relay in list(self.watching.items()):
-            if relay.quiet_for() >= QUIET_CHECK_S:
-                await self._relay(run_id, None)
-                if not relay.ended and await end_if_orphaned(run_id):
-                    await self._relay(run_id, None)
-
-    async def _finished(self, run_id: str) -> None:
-        """The run's final frame was sent: stop listening to it."""
-        self.watching.pop(run_id, None)
-        self.started.discard(run_id)
-        await self.channel_layer.group_discard(run_group(run_id), self.channel_name)
-
-    def _layer_failed(self, frames: list[Frame]) -> None:
-        """The layer is down: the host hands the run's frames over directly."""
-        if frames:
-            task = asyncio.ensure_future(self._send_frames_direct(frames[0]["run_id"], frames))
-            task.add_done_callback(lambda t: t.cancelled() or t.exception())
-
-    async def _send_frames_direct(self, run_id: str, frames: list[Frame]) -> None:
-        """Send what this client has not seen, without touching the layer or the log."""
-        relay = self.watching.pop(run_id, None)
-        self.started.discard(run_id)
-        if relay is not None:
-            await relay.push(frames)

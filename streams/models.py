@@ -5,8 +5,8 @@ from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import models
 
-from .dag import KEY_PATTERN, validate_spec
-from .specs import PipelineSpec, TaskSpec
+from .pipelines.dag import KEY_PATTERN, validate_spec
+from .pipelines.specs import PipelineSpec, TaskSpec
 
 
 def default_provider() -> str:

@@ -12,29 +12,26 @@ cleanup never relies on it. An open stream holds no thread: see _release_request
 """
 
 import asyncio
-import contextvars
 import json
 import logging
 import re
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
-from asgiref.sync import SyncToAsync, sync_to_async
+from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.db import connections
 from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
-from redis.exceptions import RedisError
 
-from .catalog import aload_spec
-from .frames import ClientError, check_input, owner_of
-from .gate import Frame
-from .host import get_host, run_group
-from .recovery import end_if_orphaned
-from .relay import END_TYPES, RunRelay
-from .runlog import get_run_log, owned_meta
+from . import compat
+from .protocol import LAYER_UNAVAILABLE, ClientError, Frame
+from .runs.host import get_host
+from .session.core import QUIET_CHECK_S, RunSession
+from .session.owners import owner_of
+from .store import LAYER_ERRORS
 
 logger = logging.getLogger(__name__)
 
@@ -47,8 +44,6 @@ STATUS = {
     "too_large": 413,
     "layer_unavailable": 503,
 }
-# Cleanup on close must not hang on a dead Redis (daphne kills the app 10 s after disconnect).
-CLOSE_TIMEOUT_S = 5.0
 # Longest run id looked up; server-made ids are 32 hex digits.
 MAX_RUN_ID = 128
 # Every line break an SSE parser splits on: CRLF, lone CR and LF.
@@ -79,10 +74,13 @@ def encode_event(event: str, data: str, event_id: int | None = None) -> bytes:
 
 
 def encode_frame(frame: Frame) -> bytes:
-    """An ordered frame as an SSE event: a delta is named after its task, the rest after their type."""
+    """A frame as an SSE event: a delta is named after its task, the rest after their type.
+
+    Ordered frames carry their seq as the event id; unordered ones (run.accepted) have none.
+    """
     if frame["type"] == "task.delta":
         return encode_event(frame["task"], frame["text"], frame["seq"])
-    return encode_event(frame["type"], _json(frame), frame["seq"])
+    return encode_event(frame["type"], _json(frame), frame.get("seq"))
 
 
 def _field(value: str) -> str:
@@ -111,20 +109,20 @@ def _not_allowed(allowed: str) -> JsonResponse:
     return response
 
 
-async def _client(request) -> tuple[object, str | None]:
-    """The request's user and session key; refuse the anonymous when anonymous use is off."""
+async def _owner(request, fallback: str) -> str:
+    """Who the request is (user, else session, else `fallback`); the anonymous are refused when
+    anonymous use is off."""
     user = await request.auser() if hasattr(request, "auser") else None
     authenticated = bool(user is not None and user.is_authenticated)
     if not settings.STREAMS["ALLOW_ANONYMOUS"] and not authenticated:
         raise ClientError("unauthorized", "log in first (anonymous use is switched off)")
     session = getattr(request, "session", None)
-    return user, session.session_key if session is not None else None
+    return owner_of(user, session.session_key if session is not None else None, fallback)
 
 
 def parse_start(request) -> dict:
-    """The checked body of POST /stream: {"pipeline": str, "input": str}."""
-    cfg = settings.STREAMS
-    limit = cfg["MAX_FRAME_BYTES"]
+    """The checked body of POST /stream: {"pipeline": str, "input": str} (the input is checked later)."""
+    limit = settings.STREAMS["MAX_FRAME_BYTES"]
     try:
         declared = int(request.META.get("CONTENT_LENGTH") or 0)
     except ValueError:
@@ -148,7 +146,6 @@ def parse_start(request) -> dict:
             raise ClientError("bad_request", f"missing field {name!r}")
         if not isinstance(data[name], str):
             raise ClientError("bad_request", f"field {name!r} must be str")
-    check_input(data["input"], cfg["MAX_INPUT_CHARS"])
     return data
 
 
@@ -179,34 +176,22 @@ async def stream_view(request):
     """POST /stream: start a run of a pipeline and stream its frames as SSE."""
     if request.method != "POST":
         return _not_allowed("POST")
+    stream = RunEventStream()
     try:
-        user, session_key = await _client(request)
+        owner = await _owner(request, uuid.uuid4().hex)
         data = parse_start(request)
-        spec = await aload_spec(data["pipeline"])
-        if spec is None or not spec.tasks:
-            raise ClientError("unknown_pipeline", f"no runnable pipeline {data['pipeline']!r}")
+        stream.session.owner = owner
+        plan = await stream.session.prepare(data["pipeline"], data["input"])
     except ClientError as exc:
         return error_response(exc)
-    run_id = uuid.uuid4().hex
-    owner = owner_of(user, session_key, run_id)
-    accepted = {
-        "type": "run.accepted",
-        "run_id": run_id,
-        "pipeline": spec.slug,
-        "tasks": [{"key": t.key, "title": t.title} for t in spec.tasks],
-    }
-    stream = RunEventStream(run_id, 0)
+    stream.watch(plan.run_id, 0)
 
     async def start() -> None:
-        # The run belongs to the host, not to this request: its tasks start in an empty
-        # context, so they never use (and never revive) this request's sync thread.
-        begin = get_host().start(run_id, spec, data["input"], owner, on_layer_failure=stream.layer_failed)
-        await asyncio.create_task(begin, context=contextvars.Context())
+        await stream.session.launch(plan, announce=False, on_layer_failure=stream.layer_failed)
 
     # The unordered run.accepted goes first, without id: it tells the client the run id
     # (also in X-Run-Id) and makes daphne send the headers at once.
-    first = encode_event("run.accepted", _json(accepted))
-    return sse_response(stream.events(first, start, resume=False), run_id)
+    return sse_response(stream.events(encode_frame(plan.accepted), start, resume=False), plan.run_id)
 
 
 @csrf_exempt  # only GET is served; any other method gets the JSON 405, not an HTML CSRF page
@@ -214,30 +199,28 @@ async def resume_view(request, run_id: str):
     """GET /stream/<run_id>: the run's frames after Last-Event-ID, then live."""
     if request.method != "GET":
         return _not_allowed("GET")
+    stream = RunEventStream()
     try:
-        user, session_key = await _client(request)
+        # Nobody else is this request's connection: a fresh fallback owns nothing.
+        stream.session.owner = await _owner(request, uuid.uuid4().hex)
         after = parse_last_event_id(request)
-        log = get_run_log()
-        owner = owner_of(user, session_key, uuid.uuid4().hex)
         # A foreign run gets the same answer as a missing one: run ids are not confirmed.
-        if len(run_id) > MAX_RUN_ID or await owned_meta(run_id, owner) is None:
+        if len(run_id) > MAX_RUN_ID:
             raise ClientError("unknown_run", f"no run {run_id[:MAX_RUN_ID]!r}")
-        if after > 0:
-            rest = await log.read(run_id, after - 1)
-            if not rest:  # the client claims to be past the log's end: was that the run's end?
-                rest = (await log.read(run_id, 0))[-1:]
-            if rest and rest[0]["seq"] <= after and rest[0]["type"] in END_TYPES:
-                # The client has the run's last frame: 204 also stops EventSource reconnecting.
-                return HttpResponse(status=204)
+        await stream.session.check_owner(run_id)
+        if await stream.session.has_end(run_id, after):
+            # The client has the run's last frame: 204 also stops EventSource reconnecting.
+            return HttpResponse(status=204)
     except ClientError as exc:
         return error_response(exc)
-    except (RedisError, OSError) as exc:
+    except LAYER_ERRORS as exc:
         logger.warning("resume of run %s failed, layer unavailable: %s", run_id, exc)
-        return error_response(ClientError("layer_unavailable", "the message layer is unavailable; retry"))
-    stream = RunEventStream(run_id, after)
+        return error_response(ClientError(LAYER_UNAVAILABLE, "the message layer is unavailable; retry"))
+    stream.watch(run_id, after)
 
     async def attach() -> None:
         await get_host().attach(run_id)
+        stream.session.attached.add(run_id)
 
     first = f": resume {_field(run_id)} after {after}\n\n".encode()
     return sse_response(stream.events(first, attach, resume=True), run_id)
@@ -247,21 +230,28 @@ async def resume_view(request, run_id: str):
 
 
 class RunEventStream:
-    """One SSE response's watch on one run: its layer channel, its relay, and the bytes to send."""
+    """One SSE response's watch on one run: a RunSession on its own layer channel, as bytes."""
 
-    def __init__(self, run_id: str, after_seq: int):
-        self.run_id = run_id
-        self.relay = RunRelay(run_id, after_seq, self._collect)
+    def __init__(self, run_id: str | None = None, after_seq: int = 0):
+        self.session = RunSession("", self._collect, echo_ref=False, progress=False)
+        self.relay = None
         self._out: list[bytes] = []
         # Set when the layer failed and the host hands the run's frames over directly.
         self._direct: asyncio.Future | None = None
+        if run_id is not None:
+            self.watch(run_id, after_seq)
+
+    def watch(self, run_id: str, after_seq: int) -> None:
+        """The run this stream relays, from after `after_seq` on."""
+        self.run_id = run_id
+        self.relay = self.session.watch(run_id, after_seq)
 
     async def _collect(self, frame: Frame) -> None:
-        """The relay's send: encode now, write at the next yield."""
+        """The session's send: encode now, write at the next yield."""
         self._out.append(encode_frame(frame))
 
     def _take(self) -> bytes:
-        """What the relay has sent since the last call."""
+        """What the session has sent since the last call."""
         out, self._out = b"".join(self._out), []
         return out
 
@@ -270,35 +260,32 @@ class RunEventStream:
         if self._direct is not None and not self._direct.done():
             self._direct.set_result(frames)
 
-    async def events(self, first: bytes, begin, resume: bool) -> AsyncIterator[bytes]:
+    async def events(
+        self, first: bytes, begin: Callable[[], Awaitable[None]], resume: bool
+    ) -> AsyncIterator[bytes]:
         """Join the run's group, `begin()` (start, or attach and replay), relay until the run ends."""
-        layer = get_channel_layer()
+        session = self.session
+        layer = session.layer = get_channel_layer()
         loop = asyncio.get_running_loop()
         heartbeat_s = max(settings.STREAMS["SSE_HEARTBEAT_S"], MIN_HEARTBEAT_S)
+        quiet_s = min(QUIET_CHECK_S, heartbeat_s)
         self._direct = loop.create_future()
         await _release_request_thread()
-        channel: str | None = None
         receive: asyncio.Future | None = None
-        watching = False
         try:
             yield first
             last_write = loop.time()
             try:
-                channel = await layer.new_channel("streams.sse.")
+                session.channel = await layer.new_channel("streams.sse.")
                 # Join the group first: no frame of the run may be published before we listen.
-                await layer.group_add(run_group(self.run_id), channel)
-                receive = asyncio.ensure_future(layer.receive(channel))
-                # A start interrupted by a disconnect may or may not have started the run:
-                # detach anyway (harmless for a run that does not exist). An attach is
-                # undone only once done: a detach too many could cancel someone else's run.
-                watching = not resume
+                await session.join(self.run_id)
+                receive = asyncio.ensure_future(layer.receive(session.channel))
                 await begin()
-                watching = True
                 if resume:
                     # Subscribed first, then the log: what is published meanwhile is either
                     # in the log or arrives later and is recognised by its seq.
-                    await self.relay.replay()
-            except (RedisError, OSError) as exc:
+                    await session.relay(self.run_id, None)
+            except LAYER_ERRORS as exc:
                 logger.warning("run %s: SSE stream could not start, layer unavailable: %s", self.run_id, exc)
                 yield self._take() + _layer_unavailable()
                 return
@@ -306,14 +293,17 @@ class RunEventStream:
                 yield chunk
                 last_write = loop.time()
             while not self.relay.ended:
-                wait_s = max(0.0, last_write + heartbeat_s - loop.time())
                 done, _ = await asyncio.wait(
-                    {receive, self._direct}, timeout=wait_s, return_when=asyncio.FIRST_COMPLETED
+                    {receive, self._direct}, timeout=quiet_s, return_when=asyncio.FIRST_COMPLETED
                 )
                 if not done:
-                    await self._repair_quietly()
-                    yield self._take() or PING
-                    last_write = loop.time()
+                    await session.check_quiet(quiet_s)
+                    chunk = self._take()
+                    if not chunk and loop.time() - last_write >= heartbeat_s:
+                        chunk = PING
+                    if chunk:
+                        yield chunk
+                        last_write = loop.time()
                     continue
                 if self._direct in done:
                     # The layer is gone: these are all the frames there will be.
@@ -326,68 +316,35 @@ class RunEventStream:
                     logger.warning("run %s: SSE receive failed: %s", self.run_id, exc)
                     yield self._take() + _layer_unavailable()
                     return
-                receive = asyncio.ensure_future(layer.receive(channel))
-                if message.get("type") == "run.frames":
-                    try:
-                        await self.relay.push(message["frames"])
-                    except (RedisError, OSError) as exc:  # the log, read to fill a gap
-                        logger.warning("run %s: SSE gap repair failed: %s", self.run_id, exc)
-                        yield self._take() + _layer_unavailable()
-                        return
+                receive = asyncio.ensure_future(layer.receive(session.channel))
+                try:
+                    await session.handle(message)
+                except LAYER_ERRORS as exc:  # the log, read to fill a gap
+                    logger.warning("run %s: SSE gap repair failed: %s", self.run_id, exc)
+                    yield self._take() + _layer_unavailable()
+                    return
                 if chunk := self._take():
                     yield chunk
                     last_write = loop.time()
         finally:
-            await self._close(layer, channel, receive, detach=watching and not self.relay.ended)
-
-    async def _repair_quietly(self) -> None:
-        """Nothing arrived for a heartbeat: fetch from the log what a lost message may have carried."""
-        try:
-            await self.relay.replay()
-            if not self.relay.ended and await end_if_orphaned(self.run_id):
-                await self.relay.replay()
-        except (RedisError, OSError) as exc:
-            # The layer may come back; the stream stays open and the next try may succeed.
-            logger.warning("run %s: SSE log check failed: %s", self.run_id, exc)
-
-    async def _close(self, layer, channel: str | None, receive: asyncio.Future | None, detach: bool) -> None:
-        """Stop watching: detach (the host cancels a run nobody watches), leave the group, settle."""
-        host = get_host()
-        try:
-            async with asyncio.timeout(CLOSE_TIMEOUT_S):
-                if detach:
-                    # First, so that the upstream streams close as early as possible.
-                    await host.detach(self.run_id)
-                if receive is not None:
-                    await _cancel_receive(receive)
-                if channel is not None:
-                    await layer.group_discard(run_group(self.run_id), channel)
-                if detach:
-                    # Nothing of a cancelled run may outlive the response: wait for a local one.
-                    await host.settle([self.run_id])
-        except Exception:
-            logger.warning("run %s: cleanup of the SSE stream failed", self.run_id, exc_info=True)
+            if receive is not None:
+                await _cancel_receive(receive)
+            if session.channel is not None:
+                await session.close()
 
 
 async def _release_request_thread() -> None:
     """Let this request's sync thread go: a stream stays open for minutes and needs none.
 
-    Django runs each request in its own asgiref ThreadSensitiveContext, whose one-thread
-    executor (used by the middleware and the ORM) lives until the response ends: without
-    this, every open stream would hold an idle thread. By now the middleware and the view
-    are done; a later thread-sensitive call of this request (Django's response.close())
-    gets a fresh executor that Django shuts down as usual. asgiref has no public API for
-    this, hence the guarded look-ups: if they change, streams merely keep their thread
-    (tests/test_sse.py counts the threads).
+    By now the middleware and the view are done; a later thread-sensitive call of this
+    request (Django's response.close()) gets a fresh executor that Django shuts down as
+    usual (tests/test_sse.py counts the threads).
     """
-    current = getattr(SyncToAsync, "thread_sensitive_context", None)
-    executors = getattr(SyncToAsync, "context_to_thread_executor", None)
-    context = current.get(None) if current is not None else None
-    if context is None or executors is None or context not in executors:
+    if not compat.has_request_executor():
         return
     # Database connections are per thread: close this thread's before it goes.
     await sync_to_async(connections.close_all)()
-    executor = executors.pop(context, None)
+    executor = compat.pop_request_executor()
     if executor is not None:
         executor.shutdown(wait=False)
 
@@ -403,5 +360,5 @@ async def _cancel_receive(receive: asyncio.Future) -> None:
 
 def _layer_unavailable() -> bytes:
     """The event that ends a stream the layer can no longer feed; the client may resume later."""
-    error = {"code": "layer_unavailable", "message": "the message layer is unavailable; resume later"}
+    error = {"code": LAYER_UNAVAILABLE, "message": "the message layer is unavailable; resume later"}
     return encode_event("error", _json(error))

@@ -5,7 +5,7 @@ from django.contrib.auth.views import redirect_to_login
 from django.shortcuts import render
 from django.views.decorators.cache import never_cache
 
-from .catalog import list_pipelines
+from .pipelines.catalog import list_pipelines
 
 # The pipeline the picker selects first when it exists (the one every install has).
 DEFAULT_PIPELINE = "demo"

@@ -7,7 +7,8 @@ from urllib.parse import urlparse
 import pytest
 from channels.layers import channel_layers
 
-from streams import providers, runlog
+from streams import providers
+from streams.store import runlog
 from tests.support import scripted
 
 REDIS_URL = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
@@ -34,7 +35,7 @@ async def close_streams_state() -> None:
     """Close this loop's Redis connections (layer and run log), then forget them."""
     from channels.layers import get_channel_layer
 
-    from streams.host import close_host
+    from streams.runs.host import close_host
 
     await close_host()
     layer = get_channel_layer()

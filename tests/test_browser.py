@@ -8,8 +8,8 @@ import re
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
-from streams.pipeline_files import parse_pipelines
-from streams.prompts import render_prompt
+from streams.pipelines.files import parse_pipelines
+from streams.pipelines.prompts import render_prompt
 from streams.providers.base import LLMRequest
 from streams.providers.simulated import SimulatedProvider
 from tests.support.live import ROOT, LiveServer, app_env, manage, prepare_database

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.gate import COMPLETED, DELTA, FAILED, STARTED, Gate, GateError, TaskEvent
+from streams.runs.gate import COMPLETED, DELTA, FAILED, STARTED, Gate, GateError, TaskEvent
 
 
 def task_stream(key: str, texts: list[str], fail: bool) -> list[TaskEvent]:

@@ -4,9 +4,9 @@ import asyncio
 
 import pytest
 
-from streams.orchestrator import execute
+from streams.runs.orchestrator import execute
 from streams.providers import ProviderError, Usage
-from streams.specs import PipelineSpec, TaskSpec
+from streams.pipelines.specs import PipelineSpec, TaskSpec
 from tests.support.providers import loop_turns
 
 

@@ -7,9 +7,9 @@ import json
 import pytest
 from django.core.management import CommandError, call_command
 
-from streams.dag import TASK_FIELDS
+from streams.pipelines.dag import TASK_FIELDS
 from streams.models import Pipeline, PipelineTask
-from streams.pipeline_files import (
+from streams.pipelines.files import (
     PipelineError,
     check_pipelines,
     export_pipelines,

@@ -2,7 +2,7 @@
 
 import pytest
 
-from streams.prompts import PromptError, check_template, referenced_outputs, render_prompt
+from streams.pipelines.prompts import PromptError, check_template, referenced_outputs, render_prompt
 
 HOSTILE = '{{ 7*7 }} {% now "Y" %} {0.__class__} <b>&amp;'
 

@@ -3,7 +3,7 @@
 import asyncio
 import itertools
 
-from streams.pump import RunPump
+from streams.runs.pump import RunPump
 
 
 class Recorder:

@@ -1,7 +1,7 @@
 """Ending an orphaned run from its log: the replayed gate continues seq and closes every open task."""
 
-from streams.gate import COMPLETED, DELTA, STARTED, Gate, TaskEvent
-from streams.recovery import closing_frames
+from streams.runs.gate import COMPLETED, DELTA, STARTED, Gate, TaskEvent
+from streams.runs.recovery import closing_frames
 
 
 def logged_run():

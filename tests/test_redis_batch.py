@@ -8,7 +8,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
-from streams.redis_batch import CommandBatcher
+from streams.store.batch import CommandBatcher
 
 
 class CountingBatcher(CommandBatcher):

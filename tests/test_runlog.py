@@ -2,7 +2,7 @@
 
 import pytest
 
-from streams.runlog import MemoryRunLog
+from streams.store.runlog import MemoryRunLog
 from tests.support.scripted import ScriptedProvider
 from tests.wsclient import connect, send, start, texts, until_run_end
 

@@ -553,7 +553,7 @@ async def drain(events, timeout: float = 5.0) -> list[Event]:
 @pytest.fixture
 def logged_run(memory_layer, settings):
     """A run whose complete log is stored, and a fast heartbeat."""
-    from streams.runlog import get_run_log
+    from streams.store.runlog import get_run_log
 
     settings.STREAMS = {**settings.STREAMS, "SSE_HEARTBEAT_S": 0.05}
 
@@ -570,7 +570,7 @@ def logged_run(memory_layer, settings):
 async def test_frames_the_layer_lost_are_filled_from_the_log_before_the_next_one(logged_run):
     from channels.layers import get_channel_layer
 
-    from streams.host import run_group
+    from streams.store.publisher import run_group
     from streams.sse import RunEventStream
 
     run_id, frames = await logged_run()

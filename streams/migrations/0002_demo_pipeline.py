@@ -10,7 +10,7 @@ DEMO_FILE = Path(__file__).resolve().parent.parent / "fixtures_demo.json"
 
 def create_demo(apps, schema_editor):
     """Import the demo file with the historical models."""
-    from streams.pipeline_files import import_pipelines
+    from streams.pipelines.files import import_pipelines
 
     import_pipelines(
         json.loads(DEMO_FILE.read_text(encoding="utf-8")),

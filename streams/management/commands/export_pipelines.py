@@ -4,7 +4,7 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
-from streams.pipeline_files import export_pipelines
+from streams.pipelines.files import export_pipelines
 
 
 class Command(BaseCommand):

@@ -5,7 +5,7 @@ import sys
 
 from django.core.management.base import BaseCommand, CommandError
 
-from streams.pipeline_files import PipelineError, check_pipelines, import_pipelines
+from streams.pipelines.files import PipelineError, check_pipelines, import_pipelines
 
 
 class Command(BaseCommand):

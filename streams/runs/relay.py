@@ -4,12 +4,10 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from .gate import Frame
-from .runlog import get_run_log
+from ..protocol import END_TYPES, Frame
+from ..store.runlog import get_run_log
 
 logger = logging.getLogger(__name__)
-
-END_TYPES = frozenset({"run.completed", "run.failed", "run.cancelled"})
 
 
 class RunRelay:

@@ -7,7 +7,7 @@ Decisions others rely on:
   comes out literally. Nothing is HTML-escaped: prompts are not HTML.
 - Unknown variables render as the empty string (Django's usual behaviour). The
   one mistake that matters, `{{ outputs.X }}` for a task X that is not a
-  dependency, is refused statically by `streams.dag.validate_spec`, using
+  dependency, is refused statically by `streams.pipelines.dag.validate_spec`, using
   `referenced_outputs` below.
 - Only a safe subset of the built-in tags is available: no `{% load %}`,
   `{% include %}`, `{% extends %}`, `{% debug %}`, `{% url %}`, `{% csrf_token %}`;

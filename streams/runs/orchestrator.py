@@ -7,9 +7,9 @@ from collections.abc import Callable
 from contextlib import aclosing
 from typing import Protocol
 
-from .prompts import render_prompt
-from .providers import LLMRequest, Provider, ProviderError, Usage, get_provider
-from .specs import PipelineSpec, TaskSpec
+from ..pipelines.prompts import render_prompt
+from ..pipelines.specs import PipelineSpec, TaskSpec
+from ..providers import LLMRequest, Provider, ProviderError, Usage, get_provider
 
 logger = logging.getLogger(__name__)
 

@@ -81,7 +81,7 @@ def _kind(value: Any) -> str:
 def _models(pipeline_model, task_model):
     """The given model classes, or the app's own."""
     if pipeline_model is None or task_model is None:
-        from .models import Pipeline, PipelineTask
+        from ..models import Pipeline, PipelineTask
 
         pipeline_model = pipeline_model or Pipeline
         task_model = task_model or PipelineTask
@@ -188,7 +188,7 @@ def _parse_pipeline(path: str, raw: Any) -> tuple[PipelineSpec | None, list[str]
 def parse_pipelines(data: Any, providers: Iterable[str] | None = None) -> list[PipelineSpec]:
     """Validate a whole file (shape, then every pipeline); raise PipelineError listing every problem."""
     if providers is None:
-        from .providers import provider_names
+        from ..providers import provider_names
 
         providers = provider_names()
     providers = list(providers)

@@ -5,7 +5,7 @@ import time
 from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 
-from .models import Pipeline, PipelineTask
+from ..models import Pipeline, PipelineTask
 from .specs import PipelineSpec
 
 __all__ = ["alist_pipelines", "aload_spec", "forget_specs", "list_pipelines", "load_spec"]

@@ -6,15 +6,13 @@ import json
 import logging
 import weakref
 from collections import OrderedDict, deque
-from typing import Any
 
 from django.conf import settings
 
-from .redis_batch import CommandBatcher
+from ..protocol import Frame
+from .batch import Command, CommandBatcher
 
 logger = logging.getLogger(__name__)
-
-Frame = dict[str, Any]
 
 
 class MemoryRunLog:
@@ -41,14 +39,8 @@ class MemoryRunLog:
         """The run's metadata, or None for an unknown or expired run."""
         return self._meta.get(run_id)
 
-    async def append(
-        self,
-        run_id: str,
-        frames: list[Frame],
-        publish: tuple[str, bytes] | None = None,
-        refresh_ttl: bool = True,
-    ) -> None:
-        """Append ordered frames (consecutive seq) to the run's log (`publish`, `refresh_ttl`: Redis)."""
+    async def append(self, run_id: str, frames: list[Frame], refresh_ttl: bool = True) -> None:
+        """Append ordered frames (consecutive seq) to the run's log (`refresh_ttl`: Redis only)."""
         log = self._frames.get(run_id)
         if log is not None:
             log.extend(frames)
@@ -170,29 +162,24 @@ class RedisRunLog:
         raw = await self._redis().get(self._key(run_id, "meta"))
         return json.loads(raw) if raw else None
 
-    async def append(
-        self,
-        run_id: str,
-        frames: list[Frame],
-        publish: tuple[str, bytes] | None = None,
-        refresh_ttl: bool = True,
-    ) -> None:
-        """Append frames (entry id = seq), optionally PUBLISH (channel, payload) and renew the
-        expiry, in one round trip shared with other runs' appends."""
+    def append_commands(self, run_id: str, frames: list[Frame], refresh_ttl: bool = True) -> list[Command]:
+        """The commands that append frames (entry id = seq) and, with `refresh_ttl`, renew the expiry."""
         key = self._key(run_id, "log")
-        commands = [
+        commands: list[Command] = [
             ("XADD", key, "MAXLEN", "~", self.max_frames, f"{frame['seq']}-1", "f", json.dumps(frame))
             for frame in frames
         ]
         if refresh_ttl:
             commands += [("EXPIRE", key, self.ttl_s), ("EXPIRE", self._key(run_id, "meta"), self.ttl_s)]
-        if publish is not None:
-            commands.append(("PUBLISH", *publish))
-        await self._batch().execute(commands)
+        return commands
 
-    async def publish(self, channel: str, payload: bytes) -> None:
-        """PUBLISH a message that is not logged (run.progress), batched like the appends."""
-        await self._batch().execute([("PUBLISH", channel, payload)])
+    async def append(self, run_id: str, frames: list[Frame], refresh_ttl: bool = True) -> None:
+        """Append frames, in one round trip shared with other runs' appends."""
+        await self.execute(self.append_commands(run_id, frames, refresh_ttl))
+
+    async def execute(self, commands: list[Command]) -> list:
+        """Send commands through the running loop's batcher (see store/batch.py)."""
+        return await self._batch().execute(commands)
 
     async def read(self, run_id: str, after_seq: int) -> list[Frame]:
         """Frames with seq > after_seq, in order."""

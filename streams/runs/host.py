@@ -10,24 +10,15 @@ from dataclasses import dataclass, field
 from channels.layers import get_channel_layer
 from django.conf import settings
 
+from ..pipelines.specs import PipelineSpec
+from ..protocol import INTERNAL, LAYER_UNAVAILABLE, Frame
+from ..store import LAYER_ERRORS
+from ..store.publisher import RunPublisher, control_group
+from ..store.runlog import get_run_log
 from . import orchestrator
-from .gate import Frame
 from .pump import RunPump
-from .relay import END_TYPES
-from .runlog import get_run_log
-from .specs import PipelineSpec
 
 logger = logging.getLogger(__name__)
-
-
-def run_group(run_id: str) -> str:
-    """The channel-layer group that carries a run's frames."""
-    return f"run.{run_id}"
-
-
-def control_group(run_id: str) -> str:
-    """The channel-layer group that carries cancel/attach/detach for a run to its host."""
-    return f"runctl.{run_id}"
 
 
 @dataclass
@@ -74,42 +65,12 @@ class RunHost:
         if self._heartbeat_task is None or self._heartbeat_task.done():
             self._heartbeat_task = asyncio.create_task(self._heartbeat(cfg["HOST_HEARTBEAT_S"]))
 
-        direct = self._direct_channel(run_group(run_id))
-        loop = asyncio.get_running_loop()
-        ttl_renewed_at = -float("inf")
-
-        async def publish(frames: list[Frame]) -> None:
-            # Log and group message go out together; both are done before the next send,
-            # so a consumer that sees a gap finds the missing frames in the log.
-            nonlocal ttl_renewed_at
-            message = {"type": "run.frames", "frames": frames}
-            # The log expires LOG_TTL_S after the run's end: renewing it on every send would
-            # double the commands of a live token, so renew it at the start, the end, and
-            # every tenth of the TTL.
-            renew = frames[-1]["type"] in END_TYPES or loop.time() - ttl_renewed_at > cfg["LOG_TTL_S"] / 10
-            if renew:
-                ttl_renewed_at = loop.time()
-            log = get_run_log()
-            if direct is not None:
-                await log.append(run_id, frames, (direct, self.layer.serialize(message)), refresh_ttl=renew)
-            else:
-                await asyncio.gather(
-                    log.append(run_id, frames, refresh_ttl=renew),
-                    self.layer.group_send(run_group(run_id), message),
-                )
-
-        async def progress(frame: dict) -> None:
-            message = {"type": "run.progress", "frame": frame}
-            if direct is not None:
-                await get_run_log().publish(direct, self.layer.serialize(message))
-            else:
-                await self.layer.group_send(run_group(run_id), message)
-
+        publisher = RunPublisher(run_id, self.layer)
         pump = RunPump(
             run_id,
             spec.order,
-            publish,
-            progress,
+            publisher.frames,
+            publisher.progress,
             progress_interval_s=cfg["PROGRESS_INTERVAL_S"],
             coalesce_window_s=cfg["COALESCE_WINDOW_S"],
         )
@@ -131,7 +92,7 @@ class RunHost:
         try:
             await asyncio.wait({exec_task, pump_task}, return_when=asyncio.FIRST_COMPLETED)
             if pump_task.done() and pump_task.exception() is not None:
-                await self._layer_failed(run, exec_task, pump_task.exception())
+                await self._send_failed(run, exec_task, pump_task.exception())
                 return
             try:
                 await exec_task
@@ -139,7 +100,7 @@ class RunHost:
                 run.pump.cancel()
             except Exception as exc:  # execute() handles task errors; this is a bug
                 logger.exception("run %s: orchestrator failed", run.run_id)
-                run.pump.abort("internal", f"the run failed unexpectedly: {type(exc).__name__}")
+                run.pump.abort(INTERNAL, f"the run failed unexpectedly: {type(exc).__name__}")
             await pump_task
         except asyncio.CancelledError:
             # The host itself is going away (shutdown): stop everything, wait for it.
@@ -148,34 +109,25 @@ class RunHost:
             await asyncio.gather(exec_task, pump_task, return_exceptions=True)
             raise
         except Exception as exc:
-            await self._layer_failed(run, exec_task, exc)
+            await self._send_failed(run, exec_task, exc)
         finally:
             self._forget(run)
 
-    def _direct_channel(self, group: str) -> str | None:
-        """The Redis channel behind a group, when the run log may publish to it itself.
+    async def _send_failed(self, run: HostedRun, exec_task: asyncio.Task, exc: BaseException) -> None:
+        """Sending failed: stop the tasks and hand the run's frames to local clients directly.
 
-        channels-redis' pub/sub layer publishes a group message as one PUBLISH to one
-        channel of its single host; the run log's client can send that PUBLISH in the same
-        round trip as the log append, batched with other runs' (progress too), and without
-        the layer's one per-process publish lock. Anything else (the core layer, several
-        Redis hosts, no Redis) goes through the layer.
+        Only a Redis or OS error is the layer being unavailable; anything else is a bug,
+        reported as `internal` (and logged with its traceback) so it cannot pass for an outage.
         """
-        layer = self.layer
-        if "channels_redis.pubsub" not in type(layer).__module__ or not settings.REDIS_URL:
-            return None
-        loop_layer = layer._get_layer()
-        shards = getattr(loop_layer, "_shards", ())
-        if len(shards) != 1 or shards[0].host.get("address") != settings.REDIS_URL:
-            return None
-        return loop_layer._get_group_channel_name(group)
-
-    async def _layer_failed(self, run: HostedRun, exec_task: asyncio.Task, exc: BaseException) -> None:
-        """The channel layer or log failed: stop the tasks and tell local clients directly."""
-        logger.error("run %s: channel layer unavailable: %s", run.run_id, exc)
+        if isinstance(exc, LAYER_ERRORS):
+            logger.error("run %s: channel layer unavailable: %s", run.run_id, exc)
+            code, message = LAYER_UNAVAILABLE, "the message layer (Redis) is unavailable"
+        else:
+            logger.error("run %s: sending failed unexpectedly", run.run_id, exc_info=exc)
+            code, message = INTERNAL, "the run failed unexpectedly; see the server log"
         exec_task.cancel()
         await asyncio.gather(exec_task, return_exceptions=True)
-        run.pump.gate_end("abort", "layer_unavailable", "the message layer (Redis) is unavailable")
+        run.pump.gate_end("abort", code, message)
         for callback in list(run.on_layer_failure):
             # Every frame of the run: each local client skips what it already has.
             callback(run.pump.history)

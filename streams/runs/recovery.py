@@ -2,16 +2,17 @@
 
 import logging
 
-from .gate import COMPLETED, DELTA, FAILED, STARTED, Frame, Gate, GateError, TaskEvent
-from .runlog import get_run_log
+from ..protocol import HOST_LOST, TASK_COMPLETED, TASK_DELTA, TASK_FAILED, TASK_STARTED, Frame
+from ..store.runlog import get_run_log
+from .gate import COMPLETED, DELTA, FAILED, STARTED, Gate, GateError, TaskEvent
 
 logger = logging.getLogger(__name__)
 
 _EVENT_KINDS = {
-    "task.started": STARTED,
-    "task.delta": DELTA,
-    "task.completed": COMPLETED,
-    "task.failed": FAILED,
+    TASK_STARTED: STARTED,
+    TASK_DELTA: DELTA,
+    TASK_COMPLETED: COMPLETED,
+    TASK_FAILED: FAILED,
 }
 
 
@@ -49,7 +50,7 @@ async def end_if_orphaned(run_id: str) -> bool:
     if logged and logged[0]["seq"] != 1:
         return False  # trimmed: the run cannot be replayed, so it cannot be ended cleanly
     message = "the server running this run stopped"
-    frames = closing_frames(run_id, meta["tasks"], logged, "host_lost", message)
+    frames = closing_frames(run_id, meta["tasks"], logged, HOST_LOST, message)
     if not frames:
         return False
     ended = await log.append_after(run_id, logged[-1]["seq"] if logged else 0, frames)

@@ -1,11 +1,17 @@
-"""Coalesces one run's task events and publishes the gate's frames, one send at a time."""
+"""Coalesces one run's task events and publishes the gate's frames, one send at a time.
+
+Task coroutines report events synchronously (a token never waits for a send); what arrives
+while a send is in flight waits here, merged per task, and goes to the gate with the next
+drain. Held-back text is the gate's business: the pump feeds it every task's events.
+"""
 
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from .gate import COMPLETED, DELTA, FAILED, STARTED, Frame, Gate, TaskEvent
+from ..protocol import RUN_PROGRESS, Frame
+from .gate import COMPLETED, DELTA, FAILED, STARTED, Gate, TaskEvent
 
 logger = logging.getLogger(__name__)
 
@@ -15,7 +21,7 @@ Progress = Callable[[dict], Awaitable[None]]
 
 @dataclass
 class _Pending:
-    """Events of one task that have arrived but are not yet fed to the gate."""
+    """Events of one task that arrived since the last drain (merged), and its progress."""
 
     started: bool = False
     text: list[str] = field(default_factory=list)
@@ -128,20 +134,14 @@ class RunPump:
         self._wake.clear()
 
     def drain(self) -> list[Frame]:
-        """Feed the gate what the live task has, moving on while the head finishes."""
+        """Feed the gate every task's events since the last drain; return the frames to send."""
         if self._ending is not None:
             kind, code, message = self._ending
             return self.gate_end(kind, code, message)
-        out: list[Frame] = []
-        # Only the head is fed: held tasks keep accumulating text here, so a flush is one
-        # delta per task instead of one per token.
-        while (head := self.gate.head) is not None:
-            events = self._take(head)
-            if not events:
-                break
-            out.extend(self.gate.feed_all(events))
-            if self.gate.head == head:
-                break
+        events: list[TaskEvent] = []
+        for key in self.gate.order:
+            events.extend(self._take(key))
+        out = self.gate.feed_all(events) if events else []
         self.history.extend(out)
         return out
 
@@ -180,6 +180,6 @@ class RunPump:
         if tasks and tasks != self._last_progress and any(t["state"] != "waiting" for t in tasks.values()):
             self._last_progress, self._progress_at = tasks, now
             try:
-                await self._progress({"type": "run.progress", "run_id": self.gate.run_id, "tasks": tasks})
+                await self._progress({"type": RUN_PROGRESS, "run_id": self.gate.run_id, "tasks": tasks})
             except Exception as exc:  # progress is optional: a lost report must not fail the run
                 logger.warning("run %s: progress report failed: %s", self.gate.run_id, exc)

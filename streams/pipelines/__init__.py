@@ -1,0 +1,1 @@
+"""Pipelines: plain specs, DAG validation, prompt templates, the catalog and pipeline files."""

@@ -1,0 +1,68 @@
+"""The wire protocol's names: frame types, end types, error codes, and the refused-frame error.
+
+Pure: imported by the gate and the transports alike (docs/protocol.md is the reference).
+"""
+
+from typing import Any
+
+Frame = dict[str, Any]
+
+# Ordered frames (they carry run_id and seq).
+TASK_STARTED = "task.started"
+TASK_DELTA = "task.delta"
+TASK_COMPLETED = "task.completed"
+TASK_FAILED = "task.failed"
+RUN_COMPLETED = "run.completed"
+RUN_FAILED = "run.failed"
+RUN_CANCELLED = "run.cancelled"
+TASK_TYPES = frozenset({TASK_STARTED, TASK_DELTA, TASK_COMPLETED, TASK_FAILED})
+END_TYPES = frozenset({RUN_COMPLETED, RUN_FAILED, RUN_CANCELLED})
+
+# Unordered frames.
+RUN_ACCEPTED = "run.accepted"
+RUN_PROGRESS = "run.progress"
+PONG = "pong"
+ERROR = "error"
+
+# Client frames.
+RUN_START = "run.start"
+RUN_CANCEL = "run.cancel"
+RUN_RESUME = "run.resume"
+PING = "ping"
+
+# Codes of `error` frames (a refused client frame).
+BAD_REQUEST = "bad_request"
+TOO_LARGE = "too_large"
+UNKNOWN_PIPELINE = "unknown_pipeline"
+UNKNOWN_RUN = "unknown_run"
+TOO_MANY_RUNS = "too_many_runs"
+RATE_LIMITED = "rate_limited"
+UNAUTHORIZED = "unauthorized"
+LAYER_UNAVAILABLE = "layer_unavailable"
+INTERNAL = "internal"
+
+# Codes of task.failed / run.failed errors that the core itself produces (providers add
+# theirs: auth, rate_limited, upstream_error, timeout, connection, bad_response).
+CANCELLED = "cancelled"
+TASKS_FAILED = "tasks_failed"
+DEPENDENCY_FAILED = "dependency_failed"
+BAD_TEMPLATE = "bad_template"
+TIMEOUT = "timeout"
+HOST_LOST = "host_lost"
+
+
+class ClientError(Exception):
+    """A client frame was refused; `code` is a protocol error code."""
+
+    def __init__(self, code: str, message: str, ref: str | None = None):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.ref = ref
+
+    def frame(self) -> Frame:
+        """The `error` frame that answers the client."""
+        out = {"type": ERROR, "code": self.code, "message": self.message}
+        if self.ref is not None:
+            out["ref"] = self.ref
+        return out

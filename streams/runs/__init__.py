@@ -1,0 +1,1 @@
+"""A run's life: the ordering gate, the pump, the DAG orchestrator, the host, the relay and recovery."""

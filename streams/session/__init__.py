@@ -1,0 +1,1 @@
+"""The transport-neutral session core that the WebSocket consumer and the SSE views share."""
