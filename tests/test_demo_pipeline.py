@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 from asgiref.sync import sync_to_async
 
+from streams.models import Pipeline
 from streams.pipelines import catalog
 from streams.pipelines.dag import topological_order, validate_spec
-from streams.models import Pipeline
 from streams.pipelines.files import import_pipelines, parse_pipelines
 from streams.providers import provider_names
 

@@ -4,9 +4,9 @@ import asyncio
 
 import pytest
 
-from streams.runs.orchestrator import execute
-from streams.providers import ProviderError, Usage
 from streams.pipelines.specs import PipelineSpec, TaskSpec
+from streams.providers import ProviderError, Usage
+from streams.runs.orchestrator import execute
 from tests.support.providers import loop_turns
 
 

@@ -7,8 +7,8 @@ import json
 import pytest
 from django.core.management import CommandError, call_command
 
-from streams.pipelines.dag import TASK_FIELDS
 from streams.models import Pipeline, PipelineTask
+from streams.pipelines.dag import TASK_FIELDS
 from streams.pipelines.files import (
     PipelineError,
     check_pipelines,

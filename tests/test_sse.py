@@ -570,8 +570,8 @@ def logged_run(memory_layer, settings):
 async def test_frames_the_layer_lost_are_filled_from_the_log_before_the_next_one(logged_run):
     from channels.layers import get_channel_layer
 
-    from streams.store.publisher import run_group
     from streams.sse import RunEventStream
+    from streams.store.publisher import run_group
 
     run_id, frames = await logged_run()
     stream = RunEventStream(run_id, 0)
