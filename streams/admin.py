@@ -10,8 +10,9 @@ from django.db.models import Count
 from django.forms.models import BaseInlineFormSet
 
 from .models import Pipeline, PipelineTask
-from .pipelines.dag import TASK_FIELDS, task_from_fields, validate_spec
+from .pipelines.dag import TASK_FIELDS, task_from_fields
 from .pipelines.specs import PipelineSpec
+from .pipelines.validation import validate_spec
 from .providers import provider_names
 
 

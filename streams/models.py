@@ -5,8 +5,9 @@ from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import models
 
-from .pipelines.dag import KEY_PATTERN, validate_spec
+from .pipelines.dag import KEY_PATTERN
 from .pipelines.specs import PipelineSpec, TaskSpec
+from .pipelines.validation import validate_spec
 
 
 def default_provider() -> str:
@@ -83,7 +84,7 @@ class PipelineTask(models.Model):
     provider = models.CharField(max_length=64, default=default_provider)
     model = models.CharField(max_length=200, blank=True)
     system = models.TextField(blank=True)
-    prompt = models.TextField(default="{{ input }}")
+    prompt = models.TextField(default=TaskSpec.prompt)
     depends_on = models.JSONField(
         default=default_depends_on, blank=True, help_text="Keys of tasks of this pipeline."
     )

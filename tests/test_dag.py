@@ -2,8 +2,9 @@
 
 import pytest
 
-from streams.pipelines.dag import PipelineError, task_from_fields, topological_order, validate_spec
+from streams.pipelines.dag import PipelineError, task_from_fields, topological_order
 from streams.pipelines.specs import PipelineSpec, TaskSpec
+from streams.pipelines.validation import validate_spec
 
 PROVIDERS = ["simulated", "openai"]
 
@@ -212,8 +213,8 @@ def test_task_from_fields_converts_depends_on():
 
 
 def test_a_key_with_a_trailing_newline_is_refused():
-    from streams.pipelines.dag import validate_spec
     from streams.pipelines.specs import PipelineSpec, TaskSpec
+    from streams.pipelines.validation import validate_spec
 
     errors = validate_spec(
         PipelineSpec("p", tasks=(TaskSpec(key="task_a\n", provider="simulated"),)), ["simulated"]

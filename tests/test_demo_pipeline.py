@@ -8,8 +8,9 @@ from asgiref.sync import sync_to_async
 
 from streams.models import Pipeline
 from streams.pipelines import catalog
-from streams.pipelines.dag import topological_order, validate_spec
+from streams.pipelines.dag import topological_order
 from streams.pipelines.files import import_pipelines, parse_pipelines
+from streams.pipelines.validation import validate_spec
 from streams.providers import provider_names
 
 pytestmark = pytest.mark.django_db

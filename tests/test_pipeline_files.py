@@ -154,6 +154,8 @@ CYCLE = {
         ({"pipelines": ["demo"]}, "pipelines[0]: expected an object, got string"),
         ({"pipelines": [{"tasks": []}]}, "pipelines[0].slug: required"),
         ({"pipelines": [{"slug": "a b", "tasks": []}]}, "pipelines[0].slug: expected 1 to 64 letters"),
+        # Regression: "$" with match() accepted a trailing newline (as migration 0003 fixed for keys).
+        ({"pipelines": [{"slug": "demo\n", "tasks": []}]}, "pipelines[0].slug: expected 1 to 64 letters"),
         ({"pipelines": [{"slug": "p"}]}, "pipelines[0].tasks: required"),
         ({"pipelines": [{"slug": "p", "tasks": {}}]}, "pipelines[0].tasks: expected a list, got object"),
         ({"pipelines": [{"slug": "p", "tasks": [], "owner": "x"}]}, "pipelines[0]: unknown field 'owner'"),

@@ -1,11 +1,14 @@
-"""Pipeline validation and ordering: pure functions over PipelineSpec, no Django models or settings."""
+"""Pipeline validation and ordering: pure functions over PipelineSpec, nothing of Django.
+
+Template checks are the template engine's business: `validate_spec` takes them as a
+parameter (streams/pipelines/validation.py passes the prompt engine's).
+"""
 
 import math
 import re
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
-from .prompts import check_template, referenced_outputs
 from .specs import PipelineSpec, TaskSpec
 
 __all__ = [
@@ -34,6 +37,16 @@ TASK_FIELDS = (
     "max_tokens",
     "temperature",
 )
+
+
+class Templates(Protocol):
+    """What validation needs to know of prompt templates."""
+
+    def check_template(self, template: str) -> str | None:
+        """Why the template does not compile, or None."""
+
+    def referenced_outputs(self, template: str) -> set[str]:
+        """Keys X that the template uses as outputs.X."""
 
 
 class PipelineError(ValueError):
@@ -89,7 +102,7 @@ def _cycles(tasks: tuple[TaskSpec, ...]) -> list[list[str]]:
     return found
 
 
-def _check_task_fields(task: TaskSpec, providers: set[str]) -> list[str]:
+def _check_task_fields(task: TaskSpec, providers: set[str], templates: Templates) -> list[str]:
     """Problems of one task that need no other task to see."""
     name = f"task {task.key!r}"
     errors = []
@@ -98,11 +111,11 @@ def _check_task_fields(task: TaskSpec, providers: set[str]) -> list[str]:
         errors.append(f"{name}: unknown provider {task.provider!r} (configured: {configured})")
     for field in ("system", "prompt"):
         template = getattr(task, field)
-        problem = check_template(template)
+        problem = templates.check_template(template)
         if problem:
             errors.append(f"{name}: {field} template does not parse: {problem}")
             continue
-        for ref in sorted(referenced_outputs(template)):
+        for ref in sorted(templates.referenced_outputs(template)):
             if ref not in task.depends_on:
                 errors.append(f"{name}: {field} uses outputs.{ref} but {ref!r} is not in its depends_on")
     if isinstance(task.prompt, str) and not task.prompt.strip():
@@ -122,7 +135,7 @@ def _check_task_fields(task: TaskSpec, providers: set[str]) -> list[str]:
     return errors
 
 
-def validate_spec(spec: PipelineSpec, providers: Iterable[str]) -> list[str]:
+def validate_spec(spec: PipelineSpec, providers: Iterable[str], templates: Templates) -> list[str]:
     """Every problem of `spec`, each message naming its task; empty when the pipeline is runnable."""
     providers = set(providers)
     errors: list[str] = []
@@ -153,7 +166,7 @@ def validate_spec(spec: PipelineSpec, providers: Iterable[str]) -> list[str]:
                 errors.append(f"{name}: depends on itself")
             elif dep not in position:
                 errors.append(f"{name}: depends on unknown task {dep!r}")
-        errors.extend(_check_task_fields(task, providers))
+        errors.extend(_check_task_fields(task, providers, templates))
 
     cycles = _cycles(spec.tasks)
     in_cycle: set[str] = set()

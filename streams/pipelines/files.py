@@ -20,14 +20,15 @@ from typing import Any
 from django.conf import settings
 from django.db import transaction
 
-from .dag import TASK_FIELDS, PipelineError, task_from_fields, validate_spec
-from .specs import PipelineSpec
+from .dag import TASK_FIELDS, PipelineError, task_from_fields
+from .specs import PipelineSpec, task_defaults
+from .validation import validate_spec
 
 __all__ = ["PipelineError", "check_pipelines", "export_pipelines", "import_pipelines", "parse_pipelines"]
 
 logger = logging.getLogger(__name__)
 
-SLUG_RE = re.compile(r"^[-a-zA-Z0-9_]{1,64}$")
+SLUG_RE = re.compile(r"[-a-zA-Z0-9_]{1,64}")  # used with fullmatch: "$" would accept "demo\n"
 
 PIPELINE_KEYS = ("slug", "name", "description", "tasks")
 PIPELINE_REQUIRED = ("slug", "tasks")
@@ -49,16 +50,8 @@ TASK_KINDS = {
 # Column sizes, checked here because SQLite would not refuse a longer value and Postgres would.
 MAX_LENGTHS = {"slug": 64, "name": 200, "key": 64, "title": 200, "provider": 64, "model": 200}
 
-TASK_DEFAULTS = {
-    "title": "",
-    "model": "",
-    "system": "",
-    "prompt": "{{ input }}",
-    "depends_on": [],
-    "timeout_s": None,
-    "max_tokens": None,
-    "temperature": None,
-}
+# What a task left out of a file gets; the provider's default comes from settings instead.
+TASK_DEFAULTS = {name: value for name, value in task_defaults().items() if name != "provider"}
 
 
 def _kind(value: Any) -> str:
@@ -163,7 +156,7 @@ def _parse_pipeline(path: str, raw: Any) -> tuple[PipelineSpec | None, list[str]
     errors = _unknown_keys(path, raw, PIPELINE_KEYS)
     errors += [f"{path}.{name}: required" for name in PIPELINE_REQUIRED if name not in raw]
     slug = raw.get("slug")
-    if "slug" in raw and not (isinstance(slug, str) and SLUG_RE.match(slug)):
+    if "slug" in raw and not (isinstance(slug, str) and SLUG_RE.fullmatch(slug)):
         errors.append(f"{path}.slug: expected 1 to 64 letters, digits, hyphens or underscores, got {slug!r}")
     for field in ("name", "description"):
         if field in raw:

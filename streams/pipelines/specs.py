@@ -1,6 +1,6 @@
 """Plain, immutable descriptions of pipelines and tasks that the streaming core runs on."""
 
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 
 
 @dataclass(frozen=True)
@@ -32,3 +32,12 @@ class PipelineSpec:
     def order(self) -> tuple[str, ...]:
         """Task keys in delivery order."""
         return tuple(t.key for t in self.tasks)
+
+
+def task_defaults() -> dict:
+    """Each TaskSpec field's default: the one home of task defaults (files and models use it)."""
+    return {
+        f.name: list(f.default) if isinstance(f.default, tuple) else f.default
+        for f in fields(TaskSpec)
+        if f.default is not MISSING
+    }
