@@ -37,3 +37,18 @@ def test_an_ended_run_or_an_inconsistent_log_gets_no_closing_frames():
     ended = logged + closing_frames("r", ["a", "b", "c"], logged, "host_lost", "gone")
     assert closing_frames("r", ["a", "b", "c"], ended, "host_lost", "gone") == []
     assert closing_frames("r", ["a", "b", "c"], logged[1:], "host_lost", "gone") == []
+
+
+def test_a_log_with_several_deltas_of_one_task_in_a_row_is_replayed_exactly():
+    # Regression: replaying the log as one batch joined a.delta "A1" and "A2" into one frame,
+    # so the replay never matched the log and an orphaned run was never ended.
+    gate = Gate("r", ["a", "b"])
+    logged = gate.feed(TaskEvent("a", STARTED)) + gate.feed(TaskEvent("a", DELTA, text="A1"))
+    logged += gate.feed(TaskEvent("a", DELTA, text="A2"))
+    frames = closing_frames("r", ["a", "b"], logged, "host_lost", "gone")
+    assert [(f["type"], f.get("task")) for f in frames] == [
+        ("task.failed", "a"),
+        ("task.started", "b"),
+        ("task.failed", "b"),
+        ("run.failed", None),
+    ]

@@ -31,8 +31,9 @@ def closing_frames(
     """The frames that end a run after `logged`, continuing its seq; [] if it has ended."""
     gate = Gate(run_id, order)
     try:
-        # The gate is deterministic: the same events give the same frames and seq again.
-        replayed = gate.feed_all(events_of(logged))
+        # The gate is deterministic: the same events give the same frames and seq again,
+        # fed one by one as they were sent (one batch would join consecutive deltas).
+        replayed = [frame for event in events_of(logged) for frame in gate.feed(event)]
     except GateError:
         return []  # not a log this gate could have written: leave it alone
     if gate.ended or replayed != logged:
