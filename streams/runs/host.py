@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from channels.layers import get_channel_layer
 from django.conf import settings
 
+from .. import logs
 from ..pipelines.specs import PipelineSpec
 from ..protocol import INTERNAL, LAYER_UNAVAILABLE, Frame
 from ..store import LAYER_ERRORS
@@ -79,9 +80,13 @@ class RunHost:
             run.on_layer_failure.add(on_layer_failure)
         self.runs[run_id] = run
         run.task = asyncio.create_task(self._main(run, user_input), name=f"run:{run_id}")
+        logger.info(
+            "run started: pipeline %s, %d tasks", spec.slug, len(spec.tasks), extra={"run_id": run_id}
+        )
 
     async def _main(self, run: HostedRun, user_input: str) -> None:
         """Drive one run to its end, whatever ends it."""
+        logs.RUN_ID.set(run.run_id)  # this task's own context, inherited by the run's tasks
         exec_task = asyncio.create_task(
             orchestrator.execute(
                 run.spec, user_input, run.pump, default_timeout_s=settings.STREAMS["TASK_TIMEOUT_S"]
@@ -111,6 +116,8 @@ class RunHost:
         except Exception as exc:
             await self._send_failed(run, exec_task, exc)
         finally:
+            history = run.pump.history
+            logger.info("run ended: %s", history[-1]["type"] if history else "without frames")
             self._forget(run)
 
     async def _send_failed(self, run: HostedRun, exec_task: asyncio.Task, exc: BaseException) -> None:

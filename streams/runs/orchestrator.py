@@ -7,6 +7,7 @@ from collections.abc import Callable
 from contextlib import aclosing
 from typing import Protocol
 
+from .. import logs
 from ..pipelines.prompts import render_prompt
 from ..pipelines.specs import PipelineSpec, TaskSpec
 from ..providers import LLMRequest, Provider, ProviderError, Usage, get_provider
@@ -48,6 +49,7 @@ async def execute(
     }
 
     async def run_task(task: TaskSpec) -> None:
+        logs.TASK.set(task.key)  # this coroutine's own context: its log lines name the task
         ok = True
         for dep in task.depends_on:
             ok = await done[dep] and ok
@@ -58,6 +60,7 @@ async def execute(
                 raise TaskFailed("dependency_failed", "upstream task failed: " + ", ".join(failed))
             text, stats = await _stream_task(task, user_input, outputs, sink, default_timeout_s, providers)
         except TaskFailed as exc:
+            logger.warning("task failed: %s: %s", exc.code, exc.message)
             sink.finished(task.key, error={"code": exc.code, "message": exc.message})
             done[task.key].set_result(False)
         else:

@@ -49,7 +49,11 @@ class RunRelay:
             await self._deliver(old)
         if self.last + 1 != upto:
             logger.error(
-                "run %s: frames %s..%s are missing from the log", self.run_id, self.last + 1, upto - 1
+                "run %s: frames %s..%s are missing from the log",
+                self.run_id,
+                self.last + 1,
+                upto - 1,
+                extra={"run_id": self.run_id},
             )
 
     async def _deliver(self, frame: Frame) -> None:

@@ -231,7 +231,7 @@ class RunSession:
                     await self.relay(run_id, None)
             except LAYER_ERRORS as exc:
                 # The layer may come back; the next check may succeed.
-                logger.warning("run %s: log check failed: %s", run_id, exc)
+                logger.warning("run %s: log check failed: %s", run_id, exc, extra={"run_id": run_id})
 
     async def _finished(self, run_id: str) -> None:
         """The run's final frame was sent: stop listening to it."""
