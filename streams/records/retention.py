@@ -1,0 +1,36 @@
+"""Retention of run records: old runs and their traces go; pipelines and used conversations stay."""
+
+from datetime import timedelta
+
+from django.db import transaction
+from django.utils import timezone
+
+from ..models import Conversation, Run, RunTrace, TaskRun
+
+__all__ = ["prune_runs"]
+
+# Runs deleted per transaction: a large backlog never holds one long lock.
+CHUNK = 500
+
+
+def prune_runs(older_than_days: float, *, traces_only: bool = False) -> dict[str, int]:
+    """Delete runs started more than `older_than_days` ago (or only their traces); return counts.
+
+    Runs take their task records and trace with them. A conversation goes only when no run of
+    it is left and it was not used since the cut-off; pipelines are never touched.
+    """
+    cutoff = timezone.now() - timedelta(days=older_than_days)
+    old = Run.objects.filter(started_at__lt=cutoff)
+    counts = {"runs": 0, "traces": 0, "conversations": 0}
+    if traces_only:
+        with transaction.atomic():
+            counts["traces"], _ = RunTrace.objects.filter(run__in=old).delete()
+            TaskRun.objects.filter(run__in=old).update(pieces=[])
+        return counts
+    while ids := list(old.order_by("started_at").values_list("run_id", flat=True)[:CHUNK]):
+        with transaction.atomic():
+            counts["traces"] += RunTrace.objects.filter(run_id__in=ids).delete()[0]
+            TaskRun.objects.filter(run_id__in=ids).delete()
+            counts["runs"] += Run.objects.filter(run_id__in=ids).delete()[0]
+    counts["conversations"], _ = Conversation.objects.filter(updated__lt=cutoff, runs__isnull=True).delete()
+    return counts
