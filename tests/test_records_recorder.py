@@ -6,14 +6,13 @@ import logging
 
 import pytest
 from channels.db import database_sync_to_async
-from django.db import connections
 
 from streams.models import Run, TaskRun
 from streams.records import writer as records_writer
 from streams.records.recorder import RunRecorder
 from streams.records.writer import flush_all
 from tests.support import scripted
-from tests.support.records import aexport, delivered, recorded_run, records, spec_of  # noqa: F401
+from tests.support.records import aexport, delivered, recorded_run, spec_of
 
 pytestmark = pytest.mark.usefixtures("records")
 
@@ -115,24 +114,6 @@ async def test_pieces_beyond_the_cap_are_merged_and_frames_beyond_it_counted(set
     assert len(trace["frames"]) == 7  # started and 4 deltas fill the cap; lifecycle frames go beyond it
     run = await database_sync_to_async(Run.objects.select_related("trace").get)(pk="capped")
     assert run.trace.dropped == 6
-
-
-@pytest.fixture
-def database_down(settings):
-    """A database alias that points at nothing; `down()` sends the records writer there."""
-    default = connections.settings["default"]
-    if default["ENGINE"].endswith("sqlite3"):
-        broken = {**default, "NAME": "/nonexistent-directory/records.sqlite3"}
-    else:
-        broken = {**default, "HOST": "127.0.0.1", "PORT": "1"}  # nothing listens on port 1
-    connections.settings["records_down"] = broken
-    settings.STREAMS = {**settings.STREAMS, "RECORDS_RETRIES": 2, "RECORDS_FLUSH_S": 60.0}
-
-    def down(is_down: bool):
-        settings.STREAMS = {**settings.STREAMS, "RECORDS_DATABASE": "records_down" if is_down else "default"}
-
-    yield down
-    del connections.settings["records_down"]
 
 
 async def test_a_database_outage_leaves_streaming_intact_and_marks_the_run_incomplete(database_down, caplog):

@@ -23,6 +23,7 @@ from django.conf import settings
 
 from ..frames import ClientError
 from ..models import Conversation, Run, TaskRun, new_conversation_id
+from .store import records_db
 from .writer import pending_recorders
 
 __all__ = ["History", "Turn", "UnknownConversation", "conversation_detail", "open_conversation", "start_turn"]
@@ -70,7 +71,7 @@ class Turn:
 
 def _owned(owner: str, conversation_id: str) -> bool:
     """Whether the conversation exists and is the owner's."""
-    return Conversation.objects.filter(pk=conversation_id, owner=owner).exists()
+    return Conversation.objects.using(records_db()).filter(pk=conversation_id, owner=owner).exists()
 
 
 def _in_memory(owner: str, conversation_id: str) -> bool:
@@ -141,16 +142,17 @@ def bound(turns: list[tuple[str, str]], max_turns: int, max_chars: int) -> tuple
 def _stored_turns(conversation_id: str, limit: int) -> dict[str, tuple[float, str, str]]:
     """run_id -> (started_at, input, delivered answer) of the newest ended runs, from the database."""
     runs = list(
-        Run.objects.filter(conversation_id=conversation_id)
+        Run.objects.using(records_db())
+        .filter(conversation_id=conversation_id)
         .exclude(status="running")
         .order_by("-started_at")
         .values_list("run_id", "started_at", "input")[:limit]
     )
     answers = {
         run_id: text[:delivered]
-        for run_id, text, delivered in TaskRun.objects.filter(
-            run_id__in=[r[0] for r in runs], position=0
-        ).values_list("run_id", "text", "delivered_chars")
+        for run_id, text, delivered in TaskRun.objects.using(records_db())
+        .filter(run_id__in=[r[0] for r in runs], position=0)
+        .values_list("run_id", "text", "delivered_chars")
     }
     return {run_id: (started.timestamp(), q, answers.get(run_id, "")) for run_id, started, q in runs}
 
@@ -161,7 +163,7 @@ def conversation_detail(owner: str, conversation_id: str) -> dict | None:
     Each task's `text` is what the client received of it; a task of a cancelled run that the
     client did not get whole is `cancelled`.
     """
-    conversation = Conversation.objects.filter(pk=conversation_id, owner=owner).first()
+    conversation = Conversation.objects.using(records_db()).filter(pk=conversation_id, owner=owner).first()
     if conversation is None:
         return None
     runs = list(conversation.runs.order_by("started_at").prefetch_related("tasks"))
@@ -196,5 +198,10 @@ def conversation_detail(owner: str, conversation_id: str) -> dict | None:
 
 def owner_conversations(owner: str, limit: int = 100) -> list[dict]:
     """The owner's conversations, most recently used first: id, title, updated (epoch seconds)."""
-    rows = Conversation.objects.filter(owner=owner).order_by("-updated").values_list("id", "title", "updated")
+    rows = (
+        Conversation.objects.using(records_db())
+        .filter(owner=owner)
+        .order_by("-updated")
+        .values_list("id", "title", "updated")
+    )
     return [{"id": i, "title": t, "updated": u.timestamp()} for i, t, u in rows[:limit]]

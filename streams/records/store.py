@@ -1,5 +1,6 @@
 """The records' database work, synchronous; the writer runs it in its own thread."""
 
+from django.conf import settings
 from django.db import connections, transaction
 from django.db.models import Case, F, PositiveIntegerField, Q, Value, When
 from django.db.models.functions import Greatest
@@ -26,11 +27,18 @@ TASK_UPDATE_FIELDS = [
     "error_message",
     "pieces",
 ]
+
+
+def records_db() -> str:
+    """The records' database alias (another than "default" needs a router, for the admin)."""
+    return settings.STREAMS["RECORDS_DATABASE"]
+
+
 # Rows per CASE statement: well under every backend's limit on query parameters.
 CHUNK = 200
 
 
-def write_batch(payloads: list[dict], lost: dict[str, dict], using: str = "default") -> None:
+def write_batch(payloads: list[dict], lost: dict[str, dict], using: str) -> None:
     """Write the writer's payloads (see writer.take) and the given-up runs, in one transaction."""
     connection = connections[using]
     # As Django does around a request: a connection that broke or outlived CONN_MAX_AGE goes.

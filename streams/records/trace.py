@@ -1,6 +1,7 @@
 """A run's record and trace in the export_trace shape of the contract (shared/PROTOCOL.md)."""
 
 from ..models import Run
+from .store import records_db
 
 __all__ = ["export_trace"]
 
@@ -16,7 +17,7 @@ def export_trace(run_id: str) -> dict | None:
     Tasks come in delivery order; a task the record has no row for (the run was cut short
     before it, or it is still running) is listed from the pipeline snapshot.
     """
-    run = Run.objects.filter(pk=run_id).select_related("trace").first()
+    run = Run.objects.using(records_db()).filter(pk=run_id).select_related("trace").first()
     if run is None:
         return None
     rows = {t.key: t for t in run.tasks.all()}

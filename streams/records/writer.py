@@ -104,7 +104,7 @@ class RecordWriter:
         lost = dict(self.lost)
         if not batch and not lost:
             return True
-        using = settings.STREAMS["RECORDS_DATABASE"]
+        using = store.records_db()
         loop = asyncio.get_running_loop()
         try:
             await loop.run_in_executor(self._executor, store.write_batch, [p for _, p in batch], lost, using)

@@ -5,6 +5,7 @@ import uuid
 
 import pytest
 from channels.db import database_sync_to_async
+from django.db import connections
 
 from streams import orchestrator
 from streams.pump import RunPump
@@ -82,3 +83,21 @@ async def records(transactional_db):
     scripted.PROVIDER.calls.clear()
     yield
     await close_writer()
+
+
+@pytest.fixture
+def database_down(settings):
+    """A database alias that points at nothing; `down()` sends the records writer there."""
+    default = connections.settings["default"]
+    if default["ENGINE"].endswith("sqlite3"):
+        broken = {**default, "NAME": "/nonexistent-directory/records.sqlite3"}
+    else:
+        broken = {**default, "HOST": "127.0.0.1", "PORT": "1"}  # nothing listens on port 1
+    connections.settings["records_down"] = broken
+    settings.STREAMS = {**settings.STREAMS, "RECORDS_RETRIES": 2, "RECORDS_FLUSH_S": 60.0}
+
+    def down(is_down: bool):
+        settings.STREAMS = {**settings.STREAMS, "RECORDS_DATABASE": "records_down" if is_down else "default"}
+
+    yield down
+    del connections.settings["records_down"]
