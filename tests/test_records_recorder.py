@@ -92,9 +92,13 @@ async def test_pieces_beyond_the_cap_are_merged_and_frames_beyond_it_counted(set
     """Memory per run is bounded; merging keeps every character and the order of times."""
     settings.STREAMS = {**settings.STREAMS, "RECORDS_MAX_PIECES": 8, "RECORDS_MAX_FRAMES": 5}
     rec = RunRecorder("capped", owner="user:1", spec=spec_of({"key": "a"}), user_input="x")
+    task = rec.tasks["a"]
     for i in range(100):
         rec.piece("a", f"{i},")
-        assert len(rec.tasks["a"].pieces) < 8
+        assert len(task.texts) < 8
+    # Uniform resolution: every entry but the last holds `stride` pieces.
+    assert task.count == 100 and task.stride == 16
+    assert [entry.count(",") for entry in task.texts[:-1]] == [16] * (len(task.texts) - 1)
     frames = [{"type": "task.started", "run_id": "capped", "seq": 1, "task": "a"}]
     frames += [
         {"type": "task.delta", "run_id": "capped", "seq": s, "task": "a", "text": "t"} for s in range(2, 12)

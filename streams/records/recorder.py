@@ -96,21 +96,22 @@ class _Task:
     """What the recorder knows of one task."""
 
     __slots__ = (
-        "count",
         "delivered",
         "ended_at",
         "error",
-        "first_at",
         "key",
         "model",
         "pieces",
         "position",
         "provider",
+        "skip",
         "started_at",
         "stats",
         "status",
         "stride",
         "text",
+        "texts",
+        "times",
         "title",
     )
 
@@ -121,17 +122,38 @@ class _Task:
         self.text: str | None = None
         self.stats: dict = {}
         self.error: dict | None = None
-        self.pieces: list[list] = []  # [received_at, text]
-        self.stride = 1  # provider pieces per entry of `pieces` (doubles at each merge)
-        self.count = 0  # provider pieces received
+        # The trace's pieces as two flat lists (floats and strings are not tracked by the
+        # garbage collector; a list per piece would be, and would cost a GC pass per few hundred).
+        self.times: list[float] = []
+        self.texts: list[str] = []
+        self.stride = 1  # provider pieces per entry (doubles at each merge)
+        self.skip = 0  # pieces still to merge into the last entry
+        # (times, texts) as they were at the task's end; what the writer writes.
+        self.pieces: tuple[list[float], list[str]] | None = None
         self.delivered = 0  # characters sent to the client in task.delta frames
         self.started_at: float | None = None
-        self.first_at: float | None = None
         self.ended_at: float | None = None
+
+    @property
+    def first_at(self) -> float | None:
+        """When the first piece arrived (merges keep the first time of each entry)."""
+        times = self.pieces[0] if self.pieces is not None else self.times
+        return times[0] if times else None
+
+    @property
+    def count(self) -> int:
+        """Provider pieces received."""
+        texts = self.pieces[1] if self.pieces is not None else self.texts
+        return (len(texts) - 1) * self.stride + self.stride - self.skip if texts else 0
 
     def joined(self) -> str:
         """The text received so far."""
-        return "".join(p[1] for p in self.pieces)
+        return "".join(self.pieces[1] if self.pieces is not None else self.texts)
+
+    def freeze(self) -> None:
+        """The task ended: keep its pieces for the writer; later pieces go to lists nobody reads."""
+        self.pieces = (self.times, self.texts)
+        self.times, self.texts = [], []
 
 
 class RunRecorder:
@@ -189,22 +211,19 @@ class RunRecorder:
     def piece(self, task: str, text: str, at: float | None = None) -> None:
         """One provider piece of `task`, received at `at`."""
         t = self.tasks[task]
-        if t.ended_at is not None:
-            return  # an end is final; the written row must not change under the writer
-        if at is None:
-            at = _EPOCH_OFFSET + _monotonic()
-        n = t.count
-        t.count = n + 1
-        if n % t.stride:
-            t.pieces[-1][1] += text
+        if t.skip:  # merged into the last entry (beyond the cap)
+            t.skip -= 1
+            t.texts[-1] += text
             return
-        if t.first_at is None:
-            t.first_at = at
-        pieces = t.pieces
-        pieces.append([at, text])
-        if len(pieces) >= self._max_pieces:
-            # Pairwise: each entry keeps its first piece's time; resolution stays uniform.
-            t.pieces = [[pieces[i][0], pieces[i][1] + pieces[i + 1][1]] for i in range(0, len(pieces), 2)]
+        t.times.append(_EPOCH_OFFSET + _monotonic() if at is None else at)
+        texts = t.texts
+        texts.append(text)
+        t.skip = t.stride - 1
+        if len(texts) >= self._max_pieces:
+            # Pairwise: each entry keeps its first piece's time, so resolution stays uniform;
+            # the last entry, one piece so far, is now owed `skip` more of the doubled stride.
+            t.times = t.times[::2]
+            t.texts = [a + b for a, b in zip(texts[::2], texts[1::2], strict=True)]
             t.stride *= 2
 
     def frames(self, frames: list[dict], at: float | None = None) -> None:
@@ -249,6 +268,7 @@ class RunRecorder:
         if t.ended_at is not None:
             return
         t.ended_at = now() if at is None else at
+        t.freeze()
         t.text = text if text is not None else t.joined()
         t.stats = stats or {}
         t.error = error

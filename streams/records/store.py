@@ -50,6 +50,11 @@ def write_batch(payloads: list[dict], lost: dict[str, dict], using: str) -> None
         connection.close_if_unusable_or_obsolete()
 
 
+def _pairs(times: list[float], texts: list[str]) -> list[list]:
+    """[[received_at, text], ...] from the recorder's two flat lists."""
+    return [[at, text] for at, text in zip(times, texts, strict=True)]
+
+
 def _write(payloads: list[dict], lost: dict[str, dict], using: str) -> None:
     """The body of write_batch."""
     conversations = {}
@@ -78,7 +83,13 @@ def _write(payloads: list[dict], lost: dict[str, dict], using: str) -> None:
     if old_runs:
         Run.objects.using(using).bulk_update(old_runs, RUN_UPDATE_FIELDS, batch_size=CHUNK)
 
-    tasks = [TaskRun(run_id=p["run_id"], **row) for p in payloads for row in p["tasks"]]
+    tasks = [
+        TaskRun(
+            run_id=p["run_id"], **{**row, "pieces": [list(pair) for pair in zip(*row["pieces"], strict=True)]}
+        )
+        for p in payloads
+        for row in p["tasks"]
+    ]
     if tasks:
         TaskRun.objects.using(using).bulk_create(
             tasks,

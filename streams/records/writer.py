@@ -128,7 +128,7 @@ class RecordWriter:
             if payload["run"] is not None and payload["new"]:
                 rec.run_written = True
             for row in payload["tasks"]:
-                rec.tasks[row["key"]].pieces = []  # written: memory back
+                rec.tasks[row["key"]].pieces = ([], [])  # written: the memory goes back
             if payload["trace"] is not None:
                 rec.trace = []
             if rec.done:
@@ -148,7 +148,7 @@ class RecordWriter:
             )
         rec.incomplete = True
         for key in rec.tasks_dirty:
-            rec.tasks[key].pieces = []
+            rec.tasks[key].pieces = ([], [])
         rec.trace = []
         if rec.ended_at is not None:
             # Ended: nothing more will come. Keep only its final status for when the database is back.
@@ -267,7 +267,7 @@ def task_row(rec: RunRecorder, key: str) -> dict:
         "finish_reason": stats.get("finish_reason") or "",
         "error_code": error.get("code", ""),
         "error_message": error.get("message", ""),
-        "pieces": t.pieces,
+        "pieces": t.pieces or ([], []),  # made [[at, text], ...] in the writer's thread
     }
 
 
