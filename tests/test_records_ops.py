@@ -1,4 +1,4 @@
-"""Operators' side of records: export_trace, prune_runs, the admin pages, /metrics."""
+"""Operators' side of records: export_trace, prune_runs, the admin pages."""
 
 import io
 import json
@@ -9,7 +9,6 @@ from channels.db import database_sync_to_async
 from django.core.management import CommandError, call_command
 from django.urls import reverse
 from django.utils import timezone
-from prometheus_client.parser import text_string_to_metric_families
 
 from streams.models import Conversation, Pipeline, Run, RunTrace, TaskRun
 from streams.records.writer import flush_all
@@ -144,34 +143,3 @@ async def test_admin_shows_runs_with_tasks_timeline_and_trace(admin_client):
 
     page = await get(reverse("admin:streams_conversation_change", args=["conv-admin"]))
     assert page.status_code == 200 and rec.run_id in page.content.decode()
-
-
-def runs_completed(text: str) -> float:
-    """streams_runs_total{status="completed"} in a /metrics answer."""
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == "streams_runs_total" and sample.labels == {"status": "completed"}:
-                return sample.value
-    return 0.0
-
-
-async def test_metrics_are_off_by_default_and_count_runs_when_on(client, settings):
-    """404 when off; on, a run is counted, and only loopback or the token may read."""
-    get = database_sync_to_async(client.get)
-    settings.STREAMS = {**settings.STREAMS, "METRICS": False}
-    assert (await get("/metrics")).status_code == 404
-
-    settings.STREAMS = {**settings.STREAMS, "METRICS": True, "METRICS_TOKEN": "s3cret"}
-    before = runs_completed((await get("/metrics")).content.decode())
-    await recorded_run(TWO)
-    response = await get("/metrics")
-    assert response.status_code == 200 and response["Content-Type"].startswith("text/plain")
-    assert runs_completed(response.content.decode()) == before + 1
-    assert "streams_tasks_total" in response.content.decode()
-
-    remote = {"REMOTE_ADDR": "203.0.113.9"}
-    assert (await get("/metrics", **remote)).status_code == 401
-    assert (await get("/metrics", HTTP_AUTHORIZATION="Bearer wrong", **remote)).status_code == 401
-    assert (await get("/metrics", HTTP_AUTHORIZATION="Bearer s3cret", **remote)).status_code == 200
-    # Through a proxy on the same host the socket address is loopback; the proxy's header gives it away.
-    assert (await get("/metrics", HTTP_X_FORWARDED_FOR="203.0.113.9")).status_code == 401

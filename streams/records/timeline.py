@@ -55,7 +55,7 @@ def timeline_svg(start: float, end: float, tasks: list[dict], frames: list[dict]
             colour = COLOURS.get(task.get("status"), COLOURS["pending"])
             status = escape(task.get("status") or "")
             out.append(
-                f'<rect x="{x0:.1f}" y="{y + 3}" width="{max(x1 - x0, 1):.1f}" height="{ROW_H / 2 - 5}" '
+                f'<rect x="{x0:.1f}" y="{y + 3}" width="{max(x1 - x0, 2):.1f}" height="{ROW_H / 2 - 5}" '
                 f'fill="{colour}"><title>{key}: ran {began - start:.3f}-'
                 f"{(ended or end) - start:.3f} s ({status})</title></rect>"
             )

@@ -1,8 +1,8 @@
 """The records writer: one asyncio task per event loop writes RunRecorders' data in batches.
 
-When: at the next flush after a task's or a run's end (a short batching window, so that
-ends arriving together share one transaction), and every STREAMS["RECORDS_FLUSH_S"] seconds
-for what is waiting (runs that have only started, retries).
+When: shortly after a run's start, a task's end or a run's end (a short batching window, so
+that what happens together shares one transaction; under load batches simply grow), and every
+STREAMS["RECORDS_FLUSH_S"] seconds for retries.
 
 Where: one dedicated thread per writer (not the shared sync thread of
 database_sync_to_async), so a slow database delays only records, never a request or a run.
@@ -55,10 +55,11 @@ class RecordWriter:
     # --- called from the hot path ---
 
     def add(self, rec: RunRecorder) -> None:
-        """A run started; its row is written at the next flush."""
+        """A run started: its row goes out with the next batch (a reload then finds it in flight)."""
         self.pending[rec.run_id] = rec
         if len(self.pending) > self.max_pending:
             self._shed()
+        self._wake.set()
 
     def wake(self) -> None:
         """Something worth writing soon happened (a task's or the run's end)."""
@@ -84,12 +85,20 @@ class RecordWriter:
             if not ok:
                 await asyncio.sleep(min(self.flush_s * 2**self._streak, MAX_BACKOFF_S))
 
-    async def flush(self) -> bool:
-        """Write everything pending now, retrying without backoff; True when nothing is left."""
-        async with self._lock:
-            for _ in range(self.retries + 2):
-                if await self._flush_once() and not self._has_work():
-                    return True
+    async def flush(self, timeout_s: float = 10.0) -> bool:
+        """Write everything pending now, retrying without backoff; True when nothing is left.
+
+        A database that hangs is given up on after `timeout_s` (its call goes on in the thread).
+        """
+        try:
+            async with asyncio.timeout(timeout_s), self._lock:
+                for _ in range(self.retries + 2):
+                    if await self._flush_once() and not self._has_work():
+                        return True
+        except TimeoutError:
+            logger.warning(
+                "records: flush timed out after %g s; %d runs not written", timeout_s, len(self.pending)
+            )
         return not self._has_work()
 
     def _has_work(self) -> bool:
@@ -174,7 +183,11 @@ class RecordWriter:
         await asyncio.gather(self._task, return_exceptions=True)
         from django.db import connections
 
-        await asyncio.get_running_loop().run_in_executor(self._executor, connections.close_all)
+        try:
+            closing = asyncio.get_running_loop().run_in_executor(self._executor, connections.close_all)
+            await asyncio.wait_for(closing, 5)
+        except TimeoutError:
+            logger.warning("records: the writer's thread is stuck in a database call")
         self._executor.shutdown(wait=False)
 
 
@@ -289,17 +302,17 @@ def pending_recorders() -> list[RunRecorder]:
     return list(writer.pending.values()) if writer is not None else []
 
 
-async def flush_all() -> bool:
+async def flush_all(timeout_s: float = 10.0) -> bool:
     """Write everything this loop's runs recorded (shutdown, tests); True when all was written."""
     writer = _writers.get(asyncio.get_running_loop())
-    return True if writer is None else await writer.flush()
+    return True if writer is None else await writer.flush(timeout_s)
 
 
-async def close_writer() -> None:
+async def close_writer(timeout_s: float = 10.0) -> None:
     """Flush, then stop this loop's writer (shutdown, tests)."""
     writer = _writers.pop(asyncio.get_running_loop(), None)
     if writer is not None:
         try:
-            await writer.flush()
+            await writer.flush(timeout_s)
         finally:
             await writer.close()
