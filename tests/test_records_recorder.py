@@ -8,8 +8,9 @@ import pytest
 from channels.db import database_sync_to_async
 
 from streams.models import Run, TaskRun
+from streams.pump import RunPump
 from streams.records import writer as records_writer
-from streams.records.recorder import RunRecorder
+from streams.records.recorder import RecordingSink, RunRecorder
 from streams.records.writer import flush_all
 from tests.support import scripted
 from tests.support.records import aexport, delivered, recorded_run, spec_of
@@ -86,6 +87,54 @@ async def test_a_failed_task_records_its_error_and_text_so_far():
     (a,) = (await aexport(rec.run_id))["tasks"]
     assert a["status"] == "failed" and a["error"]["code"] == "upstream_error"
     assert a["text"] == "".join(scripted.ScriptedProvider.tokens("x:5", "A"))
+
+
+async def test_a_task_cut_short_keeps_the_usage_its_provider_reported():
+    """cut_short records the stopped stream's tokens; the run's end does not overwrite them."""
+    spec = spec_of({"key": "a"})
+    rec = RunRecorder("cut", owner="user:1", spec=spec, user_input="x")
+    sink = RecordingSink(RunPump("cut", spec.order, publish=None), rec)
+    sink.started("a")
+    sink.delta("a", "par")
+    sink.delta("a", "tial")
+    sink.cut_short("a", stats={"prompt_tokens": 7, "completion_tokens": 2, "finish_reason": "length"})
+    rec.run_ended("cancelled")
+    assert await flush_all()
+    (a,) = (await aexport("cut"))["tasks"]
+    assert (a["status"], a["text"], a["prompt_tokens"], a["completion_tokens"], a["finish_reason"]) == (
+        "cancelled",
+        "partial",
+        7,
+        2,
+        "length",
+    )
+
+
+async def test_a_task_written_before_its_frames_were_sent_gets_its_delivered_share_later():
+    """A held task's row is written at its end; what the client got of it is added at the run's end."""
+    spec = spec_of({"key": "a"}, {"key": "b"})
+    rec = RunRecorder("held", owner="user:1", spec=spec, user_input="x")
+    rec.piece("b", "held text")
+    rec.task_ended("b", stats={"tokens": 1})
+    assert await flush_all()  # the run's row and b's row, while a still runs
+    row = await database_sync_to_async(TaskRun.objects.get)(run_id="held", key="b")
+    assert (row.status, row.text, row.delivered_chars) == ("completed", "held text", 0)
+    rec.piece("a", "live")
+    rec.task_ended("a", stats={"tokens": 1})
+    frames = [("task.started", "a", {}), ("task.delta", "a", {"text": "live"}), ("task.completed", "a", {})]
+    frames += [("task.started", "b", {}), ("task.delta", "b", {"text": "held text"})]
+    frames += [("task.completed", "b", {}), ("run.completed", None, {})]
+    rec.frames(
+        [
+            {"type": kind, "run_id": "held", "seq": seq, **({"task": task} if task else {}), **extra}
+            for seq, (kind, task, extra) in enumerate(frames, 1)
+        ]
+    )
+    assert await flush_all()
+    rows = await database_sync_to_async(lambda: {t.key: t.delivered_chars for t in TaskRun.objects.all()})()
+    assert rows == {"a": 4, "b": 9}
+    run = await database_sync_to_async(Run.objects.get)(pk="held")
+    assert run.status == "completed" and run.ended_at > run.started_at
 
 
 async def test_pieces_beyond_the_cap_are_merged_and_frames_beyond_it_counted(settings):

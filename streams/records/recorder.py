@@ -1,7 +1,8 @@
 """The hot-path side of run records: one RunRecorder per run; synchronous, cheap, no await, no DB.
 
-Every call only appends to memory and, at a task's or the run's end, wakes the event loop's
-writer (streams.records.writer), which writes batches from its own thread. A database that is
+Every call only appends to memory and, at the run's start, a task's end and the run's end,
+wakes the event loop's writer (streams.records.writer), which writes batches from its own
+thread. Create recorders on the event loop that runs the run (the writer is per loop). A database that is
 down or slow therefore never stalls or fails streaming; see the writer for retries and
 `incomplete`.
 
@@ -19,10 +20,10 @@ Hook points (where the lead calls this; times default to `now()`, taken at the c
    If the orchestrator is not given the sink, call those three from it at the same places.
 2. Orchestrator, when a task is cut short (CancelledError in its stream loop), optionally::
 
-       rec.task_ended(key, text="".join(parts), stats=partial_stats, cancelled=True)
+       sink.cut_short(key, stats=partial_stats)   # RecordingSink; or rec.task_ended(..., cancelled=True)
 
-   to keep the provider's usage of a stopped stream; without it the run's end records the
-   task as cancelled with the pieces received so far.
+   to keep the provider's usage of a stopped stream (prompt/completion tokens, finish_reason);
+   without it the run's end records the task as cancelled with the pieces received so far.
 3. Pump publish (the host's `publish` closure), right after a send returned::
 
        rec.frames(frames)
@@ -34,7 +35,8 @@ Hook points (where the lead calls this; times default to `now()`, taken at the c
 
        rec.run_ended("failed", {"code": "internal", "message": "..."})
 
-5. Shutdown: `await streams.records.writer.flush_all()` before the loop closes.
+5. Shutdown, after the runs ended: `await streams.records.writer.close_writer()` (flushes, then
+   stops the loop's writer and its thread); tests: the same in close_streams_state.
 
 Memory per run is bounded: the task texts (which the orchestrator holds anyway), at most
 STREAMS["RECORDS_MAX_PIECES"] piece entries per task (beyond it, neighbouring pieces are
@@ -364,3 +366,7 @@ class RecordingSink:
         """The task ended."""
         self._rec.task_ended(task, stats=stats, error=error)
         self._sink.finished(task, stats=stats, error=error)
+
+    def cut_short(self, task: str, *, stats: dict | None = None) -> None:
+        """The task was cancelled mid-stream: record it with what the provider reported (not sent)."""
+        self._rec.task_ended(task, stats=stats, cancelled=True)
