@@ -216,7 +216,8 @@ class TaskRun(models.Model):
     finish_reason = models.CharField(max_length=64, blank=True)
     error_code = models.CharField(max_length=64, blank=True)
     error_message = models.TextField(blank=True)
-    # [[received_at (epoch s), text], ...] in arrival order; merged pairwise beyond a cap.
+    # The provider's pieces in arrival order (merged pairwise beyond a cap), stored compactly:
+    # see streams.records.codec; export_trace gives [[received_at, text], ...].
     pieces = models.JSONField(default=list, blank=True)
 
     class Meta:
@@ -234,7 +235,8 @@ class RunTrace(models.Model):
     """A run's ordered frames as they were sent; pruned with the run (or alone, traces only)."""
 
     run = models.OneToOneField(Run, on_delete=models.CASCADE, primary_key=True, related_name="trace")
-    # [{"seq", "type", "task", "sent_at"}, ...] in seq order.
+    # The ordered frames as sent, stored compactly (streams.records.codec); export_trace gives
+    # [{"seq", "type", "task", "sent_at"}, ...].
     frames = models.JSONField(default=list, blank=True)
     dropped = models.PositiveIntegerField(
         default=0, help_text="task.delta frames beyond the per-run cap that were not traced."

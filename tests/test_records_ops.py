@@ -11,6 +11,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from streams.models import Conversation, Pipeline, Run, RunTrace, TaskRun
+from streams.records.codec import encode_frames, encode_pieces
 from streams.records.writer import flush_all
 from tests.support.records import delivered, recorded_run, spec_of
 
@@ -85,8 +86,8 @@ def old_run(run_id: str, conversation: Conversation, days: float) -> Run:
     run = Run.objects.create(
         run_id=run_id, conversation=conversation, owner="user:1", pipeline="demo", started_at=started
     )
-    TaskRun.objects.create(run=run, key="a", pieces=[[started.timestamp(), "x"]])
-    RunTrace.objects.create(run=run, frames=[{"seq": 1, "type": "run.completed", "task": None, "sent_at": 0}])
+    TaskRun.objects.create(run=run, key="a", text="x", pieces=encode_pieces([1.0], ["x"], "x", 0.0))
+    RunTrace.objects.create(run=run, frames=encode_frames([(1, "run.completed", None, 1.0)], 0.0))
     return run
 
 

@@ -11,6 +11,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
 from ..models import Conversation, Run
+from .codec import decode_frames
 from .timeline import timeline_svg
 from .trace import export_trace
 
@@ -96,10 +97,11 @@ class RunAdmin(ReadOnlyAdmin):
     @admin.display(description="timeline")
     def timeline(self, run: Run):
         """Per task: when it ran, its first token, when its frames were delivered."""
+        t0 = _ts(run.started_at)
         tasks = []
         for t in run.tasks.all():
             started = _ts(t.started_at)
-            first = t.pieces[0][0] if t.pieces else None
+            first = t0 + t.pieces["us"][0] / 1e6 if t.pieces else None
             if first is None and started is not None and t.ttft_ms is not None:
                 first = started + t.ttft_ms / 1000
             tasks.append(
@@ -112,10 +114,10 @@ class RunAdmin(ReadOnlyAdmin):
                     "ended_at": _ts(t.ended_at),
                 }
             )
-        frames = run.trace.frames if hasattr(run, "trace") else []
-        end = _ts(run.ended_at) or max([f["sent_at"] for f in frames] + [_ts(run.started_at)])
+        frames = decode_frames(run.trace.frames, t0) if hasattr(run, "trace") else []
+        end = _ts(run.ended_at) or max([f["sent_at"] for f in frames] + [t0])
         # Every piece of the markup is escaped by the builder.
-        return mark_safe(timeline_svg(_ts(run.started_at), end, tasks, frames))
+        return mark_safe(timeline_svg(t0, end, tasks, frames))
 
     @admin.display(description="tasks")
     def tasks_side_by_side(self, run: Run):

@@ -1,6 +1,7 @@
 """A run's record and trace in the export_trace shape of the contract (shared/PROTOCOL.md)."""
 
 from ..models import Run
+from .codec import decode_frames, decode_pieces
 from .store import records_db
 
 __all__ = ["export_trace"]
@@ -21,6 +22,7 @@ def export_trace(run_id: str) -> dict | None:
     if run is None:
         return None
     rows = {t.key: t for t in run.tasks.all()}
+    t0 = run.started_at.timestamp()
     tasks = []
     for spec in run.pipeline_snapshot.get("tasks", []):
         row = rows.pop(spec["key"], None)
@@ -57,7 +59,7 @@ def export_trace(run_id: str) -> dict | None:
                 "completion_tokens": row.completion_tokens,
                 "finish_reason": row.finish_reason or None,
                 "error": _error(row.error_code, row.error_message),
-                "pieces": row.pieces,
+                "pieces": decode_pieces(row.pieces, row.text, t0),
             }
         )
     trace = run.trace if hasattr(run, "trace") else None  # hasattr: False when it has none
@@ -67,8 +69,8 @@ def export_trace(run_id: str) -> dict | None:
         "conversation": run.conversation_id,
         "input": run.input,
         "status": run.status,
-        "started_at": run.started_at.timestamp(),
+        "started_at": t0,
         "ended_at": run.ended_at.timestamp() if run.ended_at is not None else None,
         "tasks": tasks,
-        "frames": trace.frames if trace is not None else [],
+        "frames": decode_frames(trace.frames, t0) if trace is not None else [],
     }

@@ -199,6 +199,8 @@ def take(rec: RunRecorder) -> dict | None:
     first = not rec.run_written
     payload = {
         "run_id": rec.run_id,
+        # The stored start in epoch seconds: trace times are stored relative to it.
+        "t0": to_datetime(rec.started_at).timestamp(),
         "run": None,
         "new": first,
         "conversation": None,
