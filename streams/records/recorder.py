@@ -194,13 +194,13 @@ class RunRecorder:
         self.tasks_dirty: list[str] = []
         self.delivered_dirty = False
         self.run_written = False
-        metrics.run_started()
         if writer is None:
             from .writer import get_writer
 
             writer = get_writer()
         self._writer = writer
         writer.add(self)
+        metrics.run_started()
 
     # --- hot path ---
 

@@ -83,7 +83,7 @@ class RecordWriter:
                 logger.exception("records: writer failed")
                 ok = False
             if not ok:
-                await asyncio.sleep(min(self.flush_s * 2**self._streak, MAX_BACKOFF_S))
+                await asyncio.sleep(min(self.flush_s * 2 ** min(self._streak, 16), MAX_BACKOFF_S))
 
     async def flush(self, timeout_s: float = 10.0) -> bool:
         """Write everything pending now, retrying without backoff; True when nothing is left.
