@@ -193,6 +193,29 @@ STREAMS = {
     "SSE_HEARTBEAT_S": env_float("STREAMS_SSE_HEARTBEAT_S", 15.0),
     # Default provider name for tasks that name none.
     "DEFAULT_PROVIDER": os.environ.get("STREAMS_DEFAULT_PROVIDER", "simulated"),
+    # --- Conversations and run records (streams/records/) ---
+    # Earlier turns given to a prompt's {{ history }} (or as chat messages): at most this
+    # many, the newest, and together at most this many characters (inputs plus answers).
+    "HISTORY_MAX_TURNS": env_int("STREAMS_HISTORY_MAX_TURNS", 20),
+    "HISTORY_MAX_CHARS": env_int("STREAMS_HISTORY_MAX_CHARS", 24_000),
+    # Days `manage.py prune_runs` keeps runs and traces when no --older-than is given.
+    "RECORDS_RETENTION_DAYS": env_float("STREAMS_RECORDS_RETENTION_DAYS", 30.0),
+    # Database alias the records writer writes to.
+    "RECORDS_DATABASE": os.environ.get("STREAMS_RECORDS_DATABASE", "default"),
+    # Seconds between the writer's periodic flushes (ends of tasks and runs flush sooner).
+    "RECORDS_FLUSH_S": env_float("STREAMS_RECORDS_FLUSH_S", 1.0),
+    # Failed writes of a run's records retried this many times before it is marked incomplete.
+    "RECORDS_RETRIES": env_int("STREAMS_RECORDS_RETRIES", 3),
+    # Bounds of a run's records in memory: trace entries per task (more pieces are merged)
+    # and frames per run (more task.delta frames are counted, not traced).
+    "RECORDS_MAX_PIECES": env_int("STREAMS_RECORDS_MAX_PIECES", 4096),
+    "RECORDS_MAX_FRAMES": env_int("STREAMS_RECORDS_MAX_FRAMES", 10_000),
+    # Ended runs waiting in memory for a slow or down database before the oldest are given up.
+    "RECORDS_MAX_PENDING_RUNS": env_int("STREAMS_RECORDS_MAX_PENDING_RUNS", 1000),
+    # GET /metrics (Prometheus) on when 1; readable from loopback without a proxy in between,
+    # or from anywhere with "Authorization: Bearer $STREAMS_METRICS_TOKEN".
+    "METRICS": env_bool("STREAMS_METRICS", False),
+    "METRICS_TOKEN": os.environ.get("STREAMS_METRICS_TOKEN", ""),
 }
 
 # --- Providers: name -> kind and options; keys come from the environment only -------

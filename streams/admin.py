@@ -159,3 +159,7 @@ class PipelineAdmin(admin.ModelAdmin):
     def task_count(self, obj: Pipeline) -> int:
         """Number of tasks."""
         return obj.num_tasks
+
+
+# Runs and conversations (their admin lives with the records).
+from .records import admin as records_admin  # noqa: E402, F401

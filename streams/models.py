@@ -1,9 +1,12 @@
-"""Admin-configured pipelines and their tasks, stored in the database."""
+"""Admin-configured pipelines and their tasks, and the records of runs (conversations, runs, traces)."""
+
+import uuid
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import models
+from django.utils import timezone
 
 from .pipelines.dag import KEY_PATTERN
 from .pipelines.specs import PipelineSpec, TaskSpec
@@ -118,3 +121,128 @@ class PipelineTask(models.Model):
             max_tokens=self.max_tokens,
             temperature=self.temperature,
         )
+
+
+# --- Records of runs (issue 14): written off the hot path by streams.records.writer ---------
+
+
+def new_conversation_id() -> str:
+    """An opaque, unguessable conversation id."""
+    return uuid.uuid4().hex
+
+
+RUN_STATUSES = [(s, s) for s in ("running", "completed", "failed", "cancelled")]
+TASK_STATUSES = [(s, s) for s in ("pending", "completed", "failed", "cancelled")]
+
+
+class Conversation(models.Model):
+    """A series of runs of one owner; each run is one turn."""
+
+    id = models.CharField(primary_key=True, max_length=64, default=new_conversation_id, editable=False)
+    # Same strings as run ownership (streams.frames.owner_of): "user:1", "session:...".
+    owner = models.CharField(max_length=200)
+    title = models.CharField(max_length=200, blank=True, help_text="From the first input.")
+    created = models.DateTimeField(default=timezone.now)
+    updated = models.DateTimeField(default=timezone.now, help_text="When its latest run started.")
+
+    class Meta:
+        """Newest first; the chat page lists one owner's conversations by last use."""
+
+        ordering = ["-updated"]
+        indexes = [models.Index(fields=["owner", "-updated"], name="streams_conv_owner_updated")]
+
+    def __str__(self) -> str:
+        """The title, else the id."""
+        return self.title or self.id
+
+
+class Run(models.Model):
+    """One execution of a pipeline for one input, with the pipeline as it ran."""
+
+    run_id = models.CharField(primary_key=True, max_length=64)
+    conversation = models.ForeignKey(
+        Conversation, null=True, blank=True, on_delete=models.CASCADE, related_name="runs"
+    )
+    owner = models.CharField(max_length=200)
+    # The slug, not a foreign key: deleting or editing a pipeline does not rewrite history.
+    pipeline = models.CharField(max_length=64)
+    pipeline_snapshot = models.JSONField(default=dict, help_text="The pipeline spec as it ran.")
+    input = models.TextField(blank=True)
+    status = models.CharField(max_length=16, choices=RUN_STATUSES, default="running")
+    error_code = models.CharField(max_length=64, blank=True)
+    error_message = models.TextField(blank=True)
+    started_at = models.DateTimeField()
+    ended_at = models.DateTimeField(null=True, blank=True)
+    incomplete = models.BooleanField(
+        default=False, help_text="Some records of the run could not be written (the log says why)."
+    )
+
+    class Meta:
+        """Newest first; indexed for the admin filters and a conversation's turns in order."""
+
+        ordering = ["-started_at"]
+        indexes = [
+            models.Index(fields=["conversation", "started_at"], name="streams_run_conv_started"),
+            models.Index(fields=["pipeline", "-started_at"], name="streams_run_pipeline_started"),
+            models.Index(fields=["status", "-started_at"], name="streams_run_status_started"),
+            models.Index(fields=["owner", "-started_at"], name="streams_run_owner_started"),
+            models.Index(fields=["started_at"], name="streams_run_started"),
+        ]
+
+    def __str__(self) -> str:
+        """Pipeline and id."""
+        return f"{self.pipeline} {self.run_id}"
+
+
+class TaskRun(models.Model):
+    """What one task of a run did: its text (partial when cut short), timing, usage, pieces."""
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="tasks")
+    key = models.CharField(max_length=64)
+    title = models.CharField(max_length=200, blank=True)
+    position = models.PositiveIntegerField(default=0)
+    provider = models.CharField(max_length=64, blank=True)
+    model = models.CharField(max_length=200, blank=True)
+    status = models.CharField(max_length=16, choices=TASK_STATUSES, default="pending")
+    text = models.TextField(blank=True, help_text="What the provider produced (partial when cancelled).")
+    delivered_chars = models.PositiveIntegerField(
+        default=0, help_text="How much of the text reached the client (a prefix of it)."
+    )
+    started_at = models.DateTimeField(null=True, blank=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    ttft_ms = models.FloatField(null=True, blank=True)
+    duration_ms = models.FloatField(null=True, blank=True)
+    prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
+    completion_tokens = models.PositiveIntegerField(null=True, blank=True)
+    finish_reason = models.CharField(max_length=64, blank=True)
+    error_code = models.CharField(max_length=64, blank=True)
+    error_message = models.TextField(blank=True)
+    # The provider's pieces in arrival order (merged pairwise beyond a cap), stored compactly:
+    # see streams.records.codec; export_trace gives [[received_at, text], ...].
+    pieces = models.JSONField(default=list, blank=True)
+
+    class Meta:
+        """Delivery order within a run; a key names one task of its run."""
+
+        ordering = ["run", "position"]
+        constraints = [models.UniqueConstraint(fields=["run", "key"], name="streams_taskrun_unique_key")]
+
+    def __str__(self) -> str:
+        """Key and status."""
+        return f"{self.key} ({self.status})"
+
+
+class RunTrace(models.Model):
+    """A run's ordered frames as they were sent; pruned with the run (or alone, traces only)."""
+
+    run = models.OneToOneField(Run, on_delete=models.CASCADE, primary_key=True, related_name="trace")
+    # The ordered frames as sent, stored compactly (streams.records.codec); export_trace gives
+    # [{"seq", "type", "task", "sent_at"}, ...].
+    frames = models.JSONField(default=list, blank=True)
+    dropped = models.PositiveIntegerField(
+        default=0, help_text="task.delta frames beyond the per-run cap that were not traced."
+    )
+
+    def __str__(self) -> str:
+        """Whose trace."""
+        return f"trace of {self.run_id}"

@@ -10,6 +10,7 @@ from channels.layers import channel_layers
 from streams import providers
 from streams.store import runlog
 from tests.support import scripted
+from tests.support.records import database_down, records  # noqa: F401  (fixtures of the records tests)
 
 REDIS_URL = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
 

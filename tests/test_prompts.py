@@ -113,3 +113,15 @@ def test_render_is_cached_and_repeatable():
     """Rendering the same template twice with different data gives independent results."""
     assert render_prompt("{{ input }}!", "one", {}) == "one!"
     assert render_prompt("{{ input }}!", "two", {}) == "two!"
+
+
+def test_history_is_a_value_that_validation_accepts():
+    """`{{ history }}` renders the conversation's turns literally, and a pipeline may use it."""
+    from streams.dag import validate_spec
+    from streams.specs import PipelineSpec, TaskSpec
+
+    rendered = render_prompt("{{ history }}\n{{ input }}", "now", {}, history="User: {{ x }}")
+    assert rendered == "User: {{ x }}\nnow"
+    assert render_prompt("[{{ history }}]", "x", {}) == "[]"
+    spec = PipelineSpec("h", tasks=(TaskSpec("a", provider="simulated", prompt="{{ history }} {{ input }}"),))
+    assert validate_spec(spec, ["simulated"]) == []

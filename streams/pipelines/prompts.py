@@ -1,10 +1,12 @@
-"""Prompt templates: Django template syntax over `{{ input }}` and `{{ outputs.KEY }}`.
+"""Prompt templates: Django template syntax over `{{ input }}`, `{{ outputs.KEY }}` and `{{ history }}`.
 
 Decisions others rely on:
 
 - The user's input and the upstream outputs are context *values*, never template
   source, so whatever they contain (`{{ x }}`, `{% if %}`, `{0.__class__}`, `<b>&`)
   comes out literally. Nothing is HTML-escaped: prompts are not HTML.
+- `{{ history }}` is the conversation's earlier turns as plain text (streams.records.
+  conversations.History.text); empty for a conversation's first turn.
 - Unknown variables render as the empty string (Django's usual behaviour). The
   one mistake that matters, `{{ outputs.X }}` for a task X that is not a
   dependency, is refused statically by `streams.pipelines.dag.validate_spec`, using
@@ -29,7 +31,7 @@ from django.template import (
 )
 from django.template.base import Lexer, TokenType
 
-__all__ = ["PromptError", "check_template", "referenced_outputs", "render_prompt"]
+__all__ = ["PromptError", "check_template", "referenced_outputs", "render_prompt", "uses_history"]
 
 # Tags that reach outside the prompt (files, other libraries, the URLconf, the whole
 # context dump) have no business in an LLM prompt.
@@ -38,6 +40,7 @@ FORBIDDEN_TAGS = frozenset({"load", "debug", "url", "csrf_token"})
 REFUSED_TAGS = FORBIDDEN_TAGS | {"include", "extends", "block", "ssi"}
 
 OUTPUT_REF_RE = re.compile(r"(?<![\w.])outputs\.([A-Za-z0-9_]+)")
+HISTORY_REF_RE = re.compile(r"(?<![\w.])history(?!\w)")
 
 
 class PromptError(ValueError):
@@ -96,12 +99,21 @@ def referenced_outputs(template: str) -> set[str]:
     return keys
 
 
-def render_prompt(template: str, input: str, outputs: Mapping[str, str]) -> str:
-    """Render `template` with the user's `input` and the upstream `outputs`, both taken literally."""
+def uses_history(template: str) -> bool:
+    """Whether `template` uses `history` inside `{{ }}` or `{% %}` (so the run must load it)."""
+    return any(
+        token.token_type in (TokenType.VAR, TokenType.BLOCK) and HISTORY_REF_RE.search(token.contents)
+        for token in Lexer(template).tokenize()
+    )
+
+
+def render_prompt(template: str, input: str, outputs: Mapping[str, str], history: str = "") -> str:
+    """Render `template` with the user's `input`, upstream `outputs` and `history`, all literally."""
     try:
         compiled = _compile(template)
+        context = {"input": input, "outputs": dict(outputs), "history": history}
         # autoescape lives on the Context for Template.render; the engine flag alone is not enough.
-        return compiled.render(Context({"input": input, "outputs": dict(outputs)}, autoescape=False))
+        return compiled.render(Context(context, autoescape=False))
     except PromptError:
         raise
     except Exception as exc:  # any template failure is the task's failure, not the server's

@@ -1,0 +1,207 @@
+"""Conversations: who may continue one, and its earlier turns as history for prompts.
+
+A conversation belongs to the owner of its runs (the owner strings of streams.frames.owner_of).
+A missing id and another owner's id get the same answer, `unknown_conversation`, after the
+same delay (so a stranger cannot even tell that an id exists).
+
+History: the conversation's earlier turns, oldest first, each the turn's input and the
+delivered text of its pipeline's first task. Runs still running and turns without an answer
+(its first task failed before any text) are left out, so user and assistant messages
+alternate as every chat API wants. Bounded by STREAMS["HISTORY_MAX_TURNS"] (the newest turns)
+and STREAMS["HISTORY_MAX_CHARS"] (inputs plus answers; the newest turns that fit whole).
+Runs of this event loop whose records are not written yet are included from memory; a turn
+that ended on another instance counts once its records are written (within a fraction of a
+second of its end).
+"""
+
+import asyncio
+from dataclasses import dataclass
+from functools import cached_property
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+
+from ..frames import ClientError
+from ..models import Conversation, Run, TaskRun, new_conversation_id
+from .store import records_db
+from .writer import pending_recorders
+
+__all__ = ["History", "Turn", "UnknownConversation", "conversation_detail", "open_conversation", "start_turn"]
+
+# A conversation id not found for its owner is looked up once more after this long: it may be
+# a new conversation whose first run another instance has not written yet.
+RECHECK_S = 0.5
+MAX_ID_CHARS = 64
+
+
+class UnknownConversation(ClientError):
+    """A conversation that does not exist or belongs to someone else."""
+
+    def __init__(self, ref: str | None = None):
+        super().__init__("unknown_conversation", "no such conversation", ref)
+
+
+@dataclass(frozen=True)
+class History:
+    """Earlier turns of a conversation: (input, answer) pairs, oldest first."""
+
+    turns: tuple[tuple[str, str], ...] = ()
+
+    @cached_property
+    def text(self) -> str:
+        """The turns as plain text, for `{{ history }}`."""
+        return "\n\n".join(f"User: {q}\nAssistant: {a}" for q, a in self.turns)
+
+    @cached_property
+    def messages(self) -> list[dict]:
+        """The turns as chat messages, for a task set to receive them before its own prompt."""
+        out = []
+        for q, a in self.turns:
+            out += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+        return out
+
+
+@dataclass(frozen=True)
+class Turn:
+    """A run's place in its conversation: the id (new or continued) and the history before it."""
+
+    conversation: str
+    history: History
+
+
+def _owned(owner: str, conversation_id: str) -> bool:
+    """Whether the conversation exists and is the owner's."""
+    return Conversation.objects.using(records_db()).filter(pk=conversation_id, owner=owner).exists()
+
+
+def _in_memory(owner: str, conversation_id: str) -> bool:
+    """Whether a run of this loop, not written yet, has this owner and conversation."""
+    return any(r.conversation == conversation_id and r.owner == owner for r in pending_recorders())
+
+
+async def open_conversation(owner: str, conversation_id: str | None, ref: str | None = None) -> str:
+    """A new conversation id, or `conversation_id` when it is the owner's; else UnknownConversation."""
+    if conversation_id is None:
+        return new_conversation_id()  # its row is written with its first run
+    if not isinstance(conversation_id, str) or not 0 < len(conversation_id) <= MAX_ID_CHARS:
+        raise UnknownConversation(ref)
+    if _in_memory(owner, conversation_id):
+        return conversation_id
+    try:
+        for attempt in range(2):
+            if attempt:
+                await asyncio.sleep(RECHECK_S)
+            if await database_sync_to_async(_owned)(owner, conversation_id):
+                return conversation_id
+    except Exception as exc:  # the database is down: ownership cannot be checked, so no
+        raise ClientError("unavailable", "conversations are unavailable; try again", ref) from exc
+    raise UnknownConversation(ref)
+
+
+async def start_turn(owner: str, conversation_id: str | None, ref: str | None = None) -> Turn:
+    """open_conversation, then the history before the new turn (none for a new conversation)."""
+    cid = await open_conversation(owner, conversation_id, ref)
+    if conversation_id is None:
+        return Turn(cid, History())
+    return Turn(cid, await load_history(cid))
+
+
+async def load_history(conversation_id: str) -> History:
+    """The conversation's earlier turns within the configured bounds (empty if unreadable)."""
+    cfg = settings.STREAMS
+    max_turns, max_chars = cfg["HISTORY_MAX_TURNS"], cfg["HISTORY_MAX_CHARS"]
+    if max_turns <= 0:
+        return History()
+    recent = [r for r in pending_recorders() if r.conversation == conversation_id]
+    try:
+        rows = await database_sync_to_async(_stored_turns)(conversation_id, max_turns + len(recent))
+    except Exception:  # history is context, not the run: a run without it beats no run
+        rows = {}
+    for rec in recent:
+        if rec.ended_at is not None and rec.tasks:
+            first = next(iter(rec.tasks))
+            rows[rec.run_id] = (rec.started_at, rec.input, rec.delivered_text(first))
+        else:
+            rows.pop(rec.run_id, None)  # still running: not a turn yet
+    turns = [(q, a) for _, q, a in sorted(rows.values(), key=lambda r: r[0]) if a]
+    return History(bound(turns, max_turns, max_chars))
+
+
+def bound(turns: list[tuple[str, str]], max_turns: int, max_chars: int) -> tuple[tuple[str, str], ...]:
+    """The newest turns, at most `max_turns`, whole, together at most `max_chars` characters."""
+    kept: list[tuple[str, str]] = []
+    used = 0
+    for q, a in reversed(turns[-max_turns:] if max_turns > 0 else []):
+        used += len(q) + len(a)
+        if used > max_chars:
+            break
+        kept.append((q, a))
+    return tuple(reversed(kept))
+
+
+def _stored_turns(conversation_id: str, limit: int) -> dict[str, tuple[float, str, str]]:
+    """run_id -> (started_at, input, delivered answer) of the newest ended runs, from the database."""
+    runs = list(
+        Run.objects.using(records_db())
+        .filter(conversation_id=conversation_id)
+        .exclude(status="running")
+        .order_by("-started_at")
+        .values_list("run_id", "started_at", "input")[:limit]
+    )
+    answers = {
+        run_id: text[:delivered]
+        for run_id, text, delivered in TaskRun.objects.using(records_db())
+        .filter(run_id__in=[r[0] for r in runs], position=0)
+        .values_list("run_id", "text", "delivered_chars")
+    }
+    return {run_id: (started.timestamp(), q, answers.get(run_id, "")) for run_id, started, q in runs}
+
+
+def conversation_detail(owner: str, conversation_id: str) -> dict | None:
+    """The PROTOCOL.md shape of the owner's conversation, oldest turn first; None if not theirs.
+
+    Each task's `text` is what the client received of it; a task of a cancelled run that the
+    client did not get whole is `cancelled`.
+    """
+    conversation = Conversation.objects.using(records_db()).filter(pk=conversation_id, owner=owner).first()
+    if conversation is None:
+        return None
+    runs = list(conversation.runs.order_by("started_at").prefetch_related("tasks"))
+    turns = []
+    for run in runs:
+        rows = {t.key: t for t in run.tasks.all()}
+        tasks = []
+        for spec in run.pipeline_snapshot.get("tasks", []):
+            row = rows.get(spec["key"])
+            if row is None:  # not recorded (yet): still to come, or cut off by the run's end
+                status = "pending" if run.status == "running" else "cancelled"
+                tasks.append(
+                    {"key": spec["key"], "title": spec.get("title", ""), "status": status, "text": ""}
+                )
+                continue
+            text = row.text[: row.delivered_chars]
+            status = row.status
+            if run.status == "cancelled" and len(text) < len(row.text):
+                status = "cancelled"
+            tasks.append({"key": row.key, "title": row.title, "status": status, "text": text})
+        turns.append(
+            {
+                "run_id": run.run_id,
+                "pipeline": run.pipeline,
+                "input": run.input,
+                "status": run.status,
+                "tasks": tasks,
+            }
+        )
+    return {"id": conversation.id, "turns": turns}
+
+
+def owner_conversations(owner: str, limit: int = 100) -> list[dict]:
+    """The owner's conversations, most recently used first: id, title, updated (epoch seconds)."""
+    rows = (
+        Conversation.objects.using(records_db())
+        .filter(owner=owner)
+        .order_by("-updated")
+        .values_list("id", "title", "updated")
+    )
+    return [{"id": i, "title": t, "updated": u.timestamp()} for i, t, u in rows[:limit]]

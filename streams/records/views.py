@@ -1,0 +1,73 @@
+"""HTTP views of records: the owner's conversations (JSON) and the Prometheus metrics."""
+
+import hmac
+import ipaddress
+import uuid
+
+from django.conf import settings
+from django.http import Http404, HttpResponse, JsonResponse
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET
+
+from ..frames import owner_of
+from . import metrics
+from .conversations import conversation_detail, owner_conversations
+
+# Headers a reverse proxy adds: a request that carries one came from elsewhere through it,
+# however loopback its socket address looks.
+PROXY_HEADERS = ("HTTP_X_FORWARDED_FOR", "HTTP_X_REAL_IP", "HTTP_FORWARDED")
+
+
+def request_owner(request) -> str:
+    """The owner the chat page's runs have: the user, else the session (else nobody's)."""
+    session = getattr(request, "session", None)
+    return owner_of(request.user, session.session_key if session else None, uuid.uuid4().hex)
+
+
+@never_cache
+@require_GET
+def conversation_view(request, conversation_id: str):
+    """GET /api/conversations/<id>: the owner's conversation; 404 for anyone else."""
+    detail = conversation_detail(request_owner(request), conversation_id)
+    if detail is None:
+        raise Http404("no such conversation")
+    return JsonResponse(detail)
+
+
+@never_cache
+@require_GET
+def conversations_view(request):
+    """GET /api/conversations: the owner's conversations, most recently used first."""
+    return JsonResponse({"conversations": owner_conversations(request_owner(request))})
+
+
+def _loopback(request) -> bool:
+    """Whether the request comes straight from this host (not through a proxy)."""
+    if any(request.META.get(h) for h in PROXY_HEADERS):
+        return False
+    try:
+        return ipaddress.ip_address(request.META.get("REMOTE_ADDR", "")).is_loopback
+    except ValueError:
+        return False
+
+
+def _token_ok(request) -> bool:
+    """Whether the request carries `Authorization: Bearer $STREAMS_METRICS_TOKEN`."""
+    token = settings.STREAMS["METRICS_TOKEN"]
+    scheme, _, given = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
+    return bool(token) and scheme.lower() == "bearer" and hmac.compare_digest(given.strip(), token)
+
+
+@never_cache
+@require_GET
+def metrics_view(request):
+    """GET /metrics: 404 unless STREAMS_METRICS; then only from loopback or with the token."""
+    if not settings.STREAMS["METRICS"]:
+        raise Http404("metrics are off")
+    if not (_token_ok(request) or _loopback(request)):
+        response = HttpResponse(
+            "metrics need a token or a local request\n", status=401, content_type="text/plain"
+        )
+        response["WWW-Authenticate"] = 'Bearer realm="metrics"'
+        return response
+    return HttpResponse(metrics.render(), content_type=metrics.CONTENT_TYPE_LATEST)
