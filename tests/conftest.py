@@ -36,9 +36,11 @@ async def close_streams_state() -> None:
     """Close this loop's Redis connections (layer and run log), then forget them."""
     from channels.layers import get_channel_layer
 
+    from streams.records.writer import close_writer
     from streams.runs.host import close_host
 
     await close_host()
+    await close_writer()
     layer = get_channel_layer()
     if hasattr(layer, "flush") and "pubsub" in type(layer).__module__:
         await layer.flush()  # the pub/sub layer's flush only closes its connections

@@ -117,8 +117,9 @@ def test_render_is_cached_and_repeatable():
 
 def test_history_is_a_value_that_validation_accepts():
     """`{{ history }}` renders the conversation's turns literally, and a pipeline may use it."""
-    from streams.dag import validate_spec
-    from streams.specs import PipelineSpec, TaskSpec
+    from streams.pipelines.specs import PipelineSpec, TaskSpec
+
+    from streams.pipelines.validation import validate_spec
 
     rendered = render_prompt("{{ history }}\n{{ input }}", "now", {}, history="User: {{ x }}")
     assert rendered == "User: {{ x }}\nnow"

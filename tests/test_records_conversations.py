@@ -4,7 +4,7 @@ import pytest
 from channels.db import database_sync_to_async
 from django.urls import reverse
 
-from streams.prompts import render_prompt, uses_history
+from streams.pipelines.prompts import render_prompt, uses_history
 from streams.records.conversations import UnknownConversation, load_history, open_conversation, start_turn
 from streams.records.writer import flush_all
 from tests.support.records import recorded_run, spec_of

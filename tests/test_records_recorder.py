@@ -8,10 +8,10 @@ import pytest
 from channels.db import database_sync_to_async
 
 from streams.models import Run, TaskRun
-from streams.pump import RunPump
 from streams.records import writer as records_writer
 from streams.records.recorder import RecordingSink, RunRecorder
 from streams.records.writer import flush_all
+from streams.runs.pump import RunPump
 from tests.support import scripted
 from tests.support.records import aexport, delivered, recorded_run, spec_of
 

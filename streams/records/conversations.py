@@ -1,6 +1,6 @@
 """Conversations: who may continue one, and its earlier turns as history for prompts.
 
-A conversation belongs to the owner of its runs (the owner strings of streams.frames.owner_of).
+A conversation belongs to the owner of its runs (the owner strings of streams.session.owners.owner_of).
 A missing id and another owner's id get the same answer, `unknown_conversation`, after the
 same delay (so a stranger cannot even tell that an id exists).
 
@@ -21,8 +21,8 @@ from functools import cached_property
 from channels.db import database_sync_to_async
 from django.conf import settings
 
-from ..frames import ClientError
 from ..models import Conversation, Run, TaskRun, new_conversation_id
+from ..protocol import ClientError
 from .store import records_db
 from .writer import pending_recorders
 

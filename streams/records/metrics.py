@@ -5,7 +5,7 @@ counts in `streams_runs_in_flight` from its RunRecorder's creation to its end. T
 only `upstream(provider)` around each provider stream and `error(code)` where a client frame
 is refused.
 
-Served at `GET /metrics` (streams.records.views.metrics_view) when STREAMS_METRICS=1; see
+Served at `GET /metrics` (streams.api.metrics_view) when STREAMS_METRICS=1; see
 that view for who may read it.
 
 Several processes per host: set PROMETHEUS_MULTIPROC_DIR to an empty directory, writable by

@@ -52,7 +52,7 @@ from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 
-from ..specs import PipelineSpec
+from ..pipelines.specs import PipelineSpec
 from . import metrics
 
 __all__ = ["RecordingSink", "RunRecorder", "now", "to_datetime"]

@@ -13,6 +13,7 @@ from django.conf import settings
 from .. import logs
 from ..pipelines.specs import PipelineSpec
 from ..protocol import INTERNAL, LAYER_UNAVAILABLE, Frame
+from ..records.recorder import RecordingSink, RunRecorder
 from ..store import LAYER_ERRORS
 from ..store.publisher import RunPublisher, control_group
 from ..store.runlog import get_run_log
@@ -29,6 +30,8 @@ class HostedRun:
     run_id: str
     spec: PipelineSpec
     pump: RunPump
+    recorder: RunRecorder
+    history: str = ""  # the conversation's earlier turns, for {{ history }}
     watchers: int = 1
     task: asyncio.Task | None = None
     exec_task: asyncio.Task | None = None
@@ -57,6 +60,9 @@ class RunHost:
         user_input: str,
         owner: str,
         on_layer_failure: Callable[[list[Frame]], None] | None = None,
+        *,
+        conversation: str | None = None,
+        history: str = "",
     ) -> None:
         """Record the run, then start its tasks and its sender."""
         cfg = settings.STREAMS
@@ -67,15 +73,24 @@ class RunHost:
             self._heartbeat_task = asyncio.create_task(self._heartbeat(cfg["HOST_HEARTBEAT_S"]))
 
         publisher = RunPublisher(run_id, self.layer)
+        # The run's record and trace (written off the hot path by streams/records/writer.py).
+        recorder = RunRecorder(
+            run_id, owner=owner, spec=spec, user_input=user_input, conversation=conversation
+        )
+
+        async def publish(frames: list[Frame]) -> None:
+            await publisher.frames(frames)
+            recorder.frames(frames)  # as sent: after the send returned
+
         pump = RunPump(
             run_id,
             spec.order,
-            publisher.frames,
+            publish,
             publisher.progress,
             progress_interval_s=cfg["PROGRESS_INTERVAL_S"],
             coalesce_window_s=cfg["COALESCE_WINDOW_S"],
         )
-        run = HostedRun(run_id, spec, pump)
+        run = HostedRun(run_id, spec, pump, recorder, history)
         if on_layer_failure is not None:
             run.on_layer_failure.add(on_layer_failure)
         self.runs[run_id] = run
@@ -89,7 +104,11 @@ class RunHost:
         logs.RUN_ID.set(run.run_id)  # this task's own context, inherited by the run's tasks
         exec_task = asyncio.create_task(
             orchestrator.execute(
-                run.spec, user_input, run.pump, default_timeout_s=settings.STREAMS["TASK_TIMEOUT_S"]
+                run.spec,
+                user_input,
+                RecordingSink(run.pump, run.recorder),
+                default_timeout_s=settings.STREAMS["TASK_TIMEOUT_S"],
+                history=run.history,
             )
         )
         run.exec_task = exec_task
@@ -118,6 +137,10 @@ class RunHost:
         finally:
             history = run.pump.history
             logger.info("run ended: %s", history[-1]["type"] if history else "without frames")
+            # A safety net: ignored when the run's final frame reached the recorder.
+            run.recorder.run_ended(
+                "failed", {"code": INTERNAL, "message": "the run ended without its last frame"}
+            )
             self._forget(run)
 
     async def _send_failed(self, run: HostedRun, exec_task: asyncio.Task, exc: BaseException) -> None:
@@ -134,7 +157,7 @@ class RunHost:
             code, message = INTERNAL, "the run failed unexpectedly; see the server log"
         exec_task.cancel()
         await asyncio.gather(exec_task, return_exceptions=True)
-        run.pump.gate_end("abort", code, message)
+        run.recorder.frames(run.pump.gate_end("abort", code, message))
         for callback in list(run.on_layer_failure):
             # Every frame of the run: each local client skips what it already has.
             callback(run.pump.history)

@@ -11,6 +11,7 @@ from .. import logs
 from ..pipelines.prompts import render_prompt
 from ..pipelines.specs import PipelineSpec, TaskSpec
 from ..providers import LLMRequest, Provider, ProviderError, Usage, get_provider
+from ..records import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -41,8 +42,12 @@ async def execute(
     *,
     default_timeout_s: float,
     providers: Callable[[str], Provider] = get_provider,
+    history: str = "",
 ) -> dict[str, str]:
-    """Run every task of `spec`; return the outputs of the tasks that completed."""
+    """Run every task of `spec`; return the outputs of the tasks that completed.
+
+    `history` is the conversation's earlier turns as text, for `{{ history }}`.
+    """
     outputs: dict[str, str] = {}
     done: dict[str, asyncio.Future[bool]] = {
         t.key: asyncio.get_running_loop().create_future() for t in spec.tasks
@@ -58,7 +63,12 @@ async def execute(
             if not ok:
                 failed = [d for d in task.depends_on if not done[d].result()]
                 raise TaskFailed("dependency_failed", "upstream task failed: " + ", ".join(failed))
-            text, stats = await _stream_task(task, user_input, outputs, sink, default_timeout_s, providers)
+            context = {
+                "input": user_input,
+                "outputs": {k: outputs[k] for k in task.depends_on},
+                "history": history,
+            }
+            text, stats = await _stream_task(task, context, sink, default_timeout_s, providers)
         except TaskFailed as exc:
             logger.warning("task failed: %s: %s", exc.code, exc.message)
             sink.finished(task.key, error={"code": exc.code, "message": exc.message})
@@ -78,8 +88,7 @@ async def execute(
 
 async def _stream_task(
     task: TaskSpec,
-    user_input: str,
-    outputs: dict[str, str],
+    context: dict,
     sink: Sink,
     default_timeout_s: float,
     providers: Callable[[str], Provider],
@@ -87,11 +96,10 @@ async def _stream_task(
     """Call the task's provider and pass its text on; return the text and the task's stats."""
     begin = time.monotonic()
     try:
-        upstream = {k: outputs[k] for k in task.depends_on}
         request = LLMRequest(
             model=task.model,
-            prompt=render_prompt(task.prompt, user_input, upstream),
-            system=render_prompt(task.system, user_input, upstream) if task.system else "",
+            prompt=render_prompt(task.prompt, **context),
+            system=render_prompt(task.system, **context) if task.system else "",
             max_tokens=task.max_tokens,
             temperature=task.temperature,
         )
@@ -105,21 +113,28 @@ async def _stream_task(
     try:
         async with asyncio.timeout(timeout_s):
             provider = providers(task.provider)
-            async with aclosing(provider.stream(request)) as stream:
-                async for piece in stream:
-                    if isinstance(piece, Usage):
-                        usage = piece
-                        continue
-                    if not piece:
-                        continue
-                    if first is None:
-                        first = time.monotonic()
-                    parts.append(piece)
-                    sink.delta(task.key, piece)
-                    if len(parts) % YIELD_EVERY == 0:
-                        # A provider replaying buffered data never suspends on its own and
-                        # would starve every other connection of this event loop.
-                        await asyncio.sleep(0)
+            with metrics.upstream(task.provider):
+                async with aclosing(provider.stream(request)) as stream:
+                    async for piece in stream:
+                        if isinstance(piece, Usage):
+                            usage = piece
+                            continue
+                        if not piece:
+                            continue
+                        if first is None:
+                            first = time.monotonic()
+                        parts.append(piece)
+                        sink.delta(task.key, piece)
+                        if len(parts) % YIELD_EVERY == 0:
+                            # A provider replaying buffered data never suspends on its own and
+                            # would starve every other connection of this event loop.
+                            await asyncio.sleep(0)
+    except asyncio.CancelledError:
+        # The run was cancelled mid-stream: what the task produced so far is still on record.
+        cut_short = getattr(sink, "cut_short", None)
+        if cut_short is not None:
+            cut_short(task.key, stats=_stats(begin, first, parts, usage))
+        raise
     except TimeoutError:
         raise TaskFailed("timeout", f"the task took longer than {timeout_s:g} s") from None
     except ProviderError as exc:
@@ -127,13 +142,17 @@ async def _stream_task(
     except Exception:
         logger.exception("task %s: provider %s failed", task.key, task.provider)
         raise TaskFailed("internal", "the task failed unexpectedly; see the server log") from None
-    end = time.monotonic()
+    return "".join(parts), _stats(begin, first, parts, usage)
+
+
+def _stats(begin: float, first: float | None, parts: list[str], usage: Usage | None) -> dict:
+    """A task's stats: tokens (the provider's count when it gave one), time to first token, duration."""
     stats = {
         "tokens": usage.completion_tokens if usage and usage.completion_tokens is not None else len(parts),
         "ttft_ms": round((first - begin) * 1000, 1) if first is not None else None,
-        "duration_ms": round((end - begin) * 1000, 1),
+        "duration_ms": round((time.monotonic() - begin) * 1000, 1),
     }
     if usage is not None:
         stats["prompt_tokens"] = usage.prompt_tokens
         stats["completion_tokens"] = usage.completion_tokens
-    return "".join(parts), stats
+    return stats

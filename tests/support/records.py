@@ -7,12 +7,12 @@ import pytest
 from channels.db import database_sync_to_async
 from django.db import connections
 
-from streams import orchestrator
-from streams.pump import RunPump
+from streams.pipelines.specs import PipelineSpec, TaskSpec
 from streams.records.recorder import RecordingSink, RunRecorder
 from streams.records.trace import export_trace
 from streams.records.writer import close_writer
-from streams.specs import PipelineSpec, TaskSpec
+from streams.runs import orchestrator
+from streams.runs.pump import RunPump
 from tests.support import scripted
 
 

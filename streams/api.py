@@ -1,4 +1,4 @@
-"""HTTP views of records: the owner's conversations (JSON) and the Prometheus metrics."""
+"""The HTTP API: the owner's conversations (JSON) and the Prometheus metrics."""
 
 import hmac
 import ipaddress
@@ -9,9 +9,9 @@ from django.http import Http404, HttpResponse, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
-from ..frames import owner_of
-from . import metrics
-from .conversations import conversation_detail, owner_conversations
+from .records import metrics
+from .records.conversations import conversation_detail, owner_conversations
+from .session.owners import owner_of
 
 # Headers a reverse proxy adds: a request that carries one came from elsewhere through it,
 # however loopback its socket address looks.
