@@ -11,7 +11,9 @@ import httpx2
 import pytest
 
 from streams.providers.base import LLMRequest, Usage
-from streams.providers.openai_provider import SSEParser, build, redact, transport_code
+from streams.providers.errors import redact, transport_code
+from streams.providers.openai_provider import build
+from streams.providers.sse import SSEParser
 from tests.support.openai_server import OpenAIServer, RequestRecord, Script
 from tests.support.providers import (
     Outcome,

@@ -4,9 +4,8 @@ As for OpenAI, the SDK sends, authenticates and retries the request and hands ov
 events (message_start, content_block_delta, message_delta, message_stop, ping, and `error`
 after HTTP 200), of which only the text and the usage are read.
 
-Config keys: as for the OpenAI provider (base_url, api_key_env, api_key_optional, timeout_s,
-connect_timeout_s, max_retries, retry_backoff_s, max_retry_wait_s, http_client, extra_body),
-plus default_max_tokens (1024: the Messages API requires max_tokens).
+Config keys: those of the SDK base (streams/providers/sdk.py), plus default_max_tokens (1024:
+the Messages API requires max_tokens).
 """
 
 from __future__ import annotations
@@ -16,7 +15,9 @@ import os
 from typing import Any
 
 from .base import LLMRequest, ProviderError, Usage
-from .openai_provider import SSEProvider, decode_json, redact
+from .errors import redact
+from .sdk import SSEProvider
+from .sse import decode_json
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ class AnthropicProvider(SSEProvider):
         """AsyncAnthropic on the aiohttp transport; clear errors for a missing SDK or key."""
         anthropic = _import_sdk()
         if anthropic is None:
-            raise ProviderError("upstream_error", f"{self._where}: {MISSING_SDK}")
+            raise ProviderError("upstream_error", f"{self.errors.where}: {MISSING_SDK}")
         self.sdk_errors = (anthropic.AnthropicError,)
         timeout = self._timeout(anthropic.Timeout)
         if api_key is None and self.api_key_optional and not os.environ.get("ANTHROPIC_API_KEY"):
@@ -66,7 +67,7 @@ class AnthropicProvider(SSEProvider):
                 http_client = anthropic.DefaultAioHttpClient(**self._http_options(timeout))
             except RuntimeError:  # the aiohttp extra is missing
                 logger.warning(
-                    "%s: anthropic[aiohttp] is not installed; using the httpx transport", self._where
+                    "%s: anthropic[aiohttp] is not installed; using the httpx transport", self.errors.where
                 )
         if http_client is None:
             http_client = anthropic.DefaultAsyncHttpxClient(**self._http_options(timeout))
@@ -84,12 +85,12 @@ class AnthropicProvider(SSEProvider):
         except anthropic.AnthropicError as exc:
             # Without a key the SDK looks for profiles; a broken one raises here (CredentialsError).
             detail = f"ANTHROPIC_API_KEY is not set and the SDK found no usable credentials: {exc}"
-            raise ProviderError("auth", redact(f"{self._where}: {detail}")) from None
+            raise ProviderError("auth", redact(f"{self.errors.where}: {detail}")) from None
         if client.api_key is None and client.auth_token is None and client.credentials is None:
             # The SDK would only fail at request time, with a TypeError.
             raise ProviderError(
                 "auth",
-                f"{self._where}: ANTHROPIC_API_KEY is not set (or set api_key_env for this provider)",
+                f"{self.errors.where}: ANTHROPIC_API_KEY is not set (or set api_key_env for this provider)",
             )
         return client
 
@@ -119,13 +120,13 @@ class AnthropicProvider(SSEProvider):
         try:
             body = await http.aread()
         except Exception as exc:
-            raise self._transport_error(exc, "reading a non-stream answer") from None
-        obj = decode_json(body, self._where)
+            raise self.errors.transport_error(exc, "reading a non-stream answer") from None
+        obj = decode_json(body, self.errors.where)
         if obj.get("type") == "error":
-            raise self._stream_error(obj)
+            raise self.errors.stream_error(obj)
         content = obj.get("content")
         if not isinstance(content, list):
-            raise self._error("bad_response", "a JSON answer without content blocks")
+            raise self.errors.error("bad_response", "a JSON answer without content blocks")
         text = "".join(b.get("text", "") for b in content if isinstance(b, dict) and b.get("type") == "text")
         if text:
             yield text
@@ -156,7 +157,7 @@ class AnthropicDecoder:
 
     def apply(self, event: str | None, data: bytes, texts: list[str]) -> None:
         """One event: text deltas collected, usage kept, the end or an error noticed."""
-        obj = decode_json(data, self.provider._where)
+        obj = decode_json(data, self.provider.errors.where)
         kind = obj.get("type") or event
         if kind == "content_block_delta":
             delta = obj.get("delta") or {}
@@ -182,7 +183,7 @@ class AnthropicDecoder:
         elif kind == "message_stop":
             self.done = True
         elif kind == "error" or event == "error":
-            raise self.provider._stream_error(obj)
+            raise self.provider.errors.stream_error(obj)
         # ping, content_block_stop and event types added later carry nothing this app needs.
 
     def usage(self) -> Usage | None:

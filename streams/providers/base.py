@@ -25,16 +25,12 @@ class Usage:
 
 
 class ProviderError(Exception):
-    """A provider call failed; `code` is one of ERROR_CODES and `message` never holds a secret."""
+    """A provider call failed; `code` is a stable code for clients, `message` never holds a secret."""
 
     def __init__(self, code: str, message: str):
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
-
-
-# Stable codes that reach clients in task.failed.error.code.
-ERROR_CODES = ("auth", "rate_limited", "upstream_error", "timeout", "connection", "bad_response")
 
 
 class Provider(Protocol):
