@@ -7,56 +7,98 @@ import json
 from .base import ProviderError
 from .errors import redact
 
-# Longest SSE line kept in memory; a server that never sends a newline is broken.
+# Longest SSE line kept in memory; a server that never sends a line end is broken.
 MAX_LINE_BYTES = 8 * 1024 * 1024
+# One byte order mark at the very start of a stream is not part of it (UTF-8 decode, spec 9.2.5).
+BOM = b"\xef\xbb\xbf"
+
+Event = tuple[str | None, bytes]
 
 
 class SSEParser:
-    """Incremental Server-Sent Events framing over raw bytes: feed chunks, get (event, data) pairs."""
+    """Incremental Server-Sent Events framing over raw bytes: feed chunks, get (event, data) pairs.
 
-    __slots__ = ("_buffer", "_data", "_event")
+    Follows the WHATWG event-stream interpretation: lines end in CRLF, LF or a lone CR (a
+    CRLF pair may be cut between two reads), a leading BOM is dropped, ":" starts a comment,
+    a field without a colon has an empty value, one space after the colon is dropped, and
+    multi-line `data` joins with LF. Bytes stay bytes: UTF-8 is decoded by the JSON parser,
+    so a character cut between reads simply waits in the buffer with the rest of its line.
+    Unlike the spec, an event that the body's end cuts off before its blank line is still
+    dispatched (`flush`): some servers end the body right after `data: [DONE]`.
+    Checked against httpx-sse (tests/test_sse_decoding.py) for any split of any stream.
+    """
+
+    __slots__ = ("_buffer", "_data", "_event", "_head", "_skip_lf")
 
     def __init__(self) -> None:
         """Start with nothing buffered."""
         self._buffer = b""
         self._data: list[bytes] = []
         self._event: str | None = None
+        # The first bytes, until it is known whether they are a BOM (None: known).
+        self._head: bytes | None = b""
+        # The last read ended in CR: an LF that starts the next read is that line end's second half.
+        self._skip_lf = False
 
-    def feed(self, chunk: bytes) -> list[tuple[str | None, bytes]]:
-        """Events completed by this chunk; a line or UTF-8 sequence cut in two waits for the rest."""
+    def feed(self, chunk: bytes) -> list[Event]:
+        """Events completed by this chunk; a line cut in two waits for the rest."""
+        if self._head is not None:
+            head = self._head + chunk
+            if len(head) < 3 and BOM.startswith(head):
+                self._head = head
+                return []
+            self._head = None
+            chunk = head[3:] if head.startswith(BOM) else head
+        if self._skip_lf:
+            self._skip_lf = False
+            if chunk[:1] == b"\n":
+                chunk = chunk[1:]
         buffer = self._buffer + chunk if self._buffer else chunk
+        if b"\r" in buffer:
+            self._skip_lf = buffer.endswith(b"\r")
+            buffer = buffer.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         lines = buffer.split(b"\n")
         self._buffer = lines.pop()
         if len(self._buffer) > MAX_LINE_BYTES:
             raise ProviderError("bad_response", "an SSE line exceeds 8 MiB")
-        events = []
+        events: list[Event] = []
         for line in lines:
             self._line(line, events)
         return events
 
-    def flush(self) -> list[tuple[str | None, bytes]]:
+    def flush(self) -> list[Event]:
         """At the end of the body: an unterminated last line and an event missing its blank line."""
-        events: list[tuple[str | None, bytes]] = []
+        events: list[Event] = []
+        if self._head:  # a body shorter than a BOM
+            head, self._head = self._head, None
+            events = self.feed(head)
         if self._buffer:
             self._line(self._buffer, events)
             self._buffer = b""
         self._line(b"", events)
         return events
 
-    def _line(self, line: bytes, events: list[tuple[str | None, bytes]]) -> None:
+    def _line(self, line: bytes, events: list[Event]) -> None:
         """Apply one line: a field, a comment, or the blank line that ends an event."""
-        if line.endswith(b"\r"):
-            line = line[:-1]
+        if line.startswith(b"data:"):  # the common case first
+            self._data.append(line[6:] if line[5:6] == b" " else line[5:])
+            return
         if not line:
             if self._data:
                 events.append((self._event, b"\n".join(self._data)))
                 self._data = []
             self._event = None
-        elif line.startswith(b"data:"):
-            self._data.append(line[6:] if line[5:6] == b" " else line[5:])
-        elif line.startswith(b"event:"):
-            self._event = line[6:].strip().decode("utf-8", "replace")
-        # Comments (": ping"), id: and retry: carry nothing this app needs.
+            return
+        name, colon, value = line.partition(b":")
+        if not name:
+            return  # a comment (": ping")
+        if colon and value[:1] == b" ":
+            value = value[1:]
+        if name == b"data":
+            self._data.append(value)
+        elif name == b"event":
+            self._event = value.decode("utf-8", "replace")
+        # id, retry and unknown fields carry nothing this app needs.
 
 
 def decode_json(data: bytes, where: str) -> dict:
