@@ -133,4 +133,6 @@ async def _stream_task(
     if usage is not None:
         stats["prompt_tokens"] = usage.prompt_tokens
         stats["completion_tokens"] = usage.completion_tokens
+        if usage.finish_reason:
+            stats["finish_reason"] = usage.finish_reason
     return "".join(parts), stats

@@ -22,7 +22,7 @@ except ImportError:  # pragma: no cover - aiohttp is installed with openai[aioht
     _CONNECTION_ERRORS = (OSError,)
 
 # Failures after HTTP 200 that another attempt may cure (only before the first token).
-RETRYABLE_CODES = frozenset({"rate_limited", "upstream_error", "timeout", "connection"})
+RETRYABLE_CODES = frozenset({"rate_limited", "upstream_error", "timeout", "connection", "incomplete"})
 
 # Provider error types/codes (OpenAI, Anthropic and common OpenAI-compatible servers) -> our codes.
 ERROR_TYPE_CODES = {
@@ -140,6 +140,13 @@ def describe(exc: BaseException) -> str:
     return " ".join(best.split())
 
 
+def _json_type(value: Any) -> str:
+    """The JSON name of a decoded value's type."""
+    names = {str: "a string", bool: "a boolean", int: "a number", float: "a number"}
+    names.update({list: "an array", dict: "an object", type(None): "null"})
+    return names.get(type(value), type(value).__name__)
+
+
 class ErrorReporter:
     """Builds one provider's ProviderErrors: its name and host in front, its secrets scrubbed."""
 
@@ -156,6 +163,10 @@ class ErrorReporter:
     def error(self, code: str, detail: str) -> ProviderError:
         """A ProviderError with the provider's name and host, secrets scrubbed."""
         return ProviderError(code, redact(f"{self.where}: {detail}", self.secrets))
+
+    def wrong_type(self, field: str, value: Any, expected: str) -> ProviderError:
+        """bad_response for a field of the upstream's answer that has the wrong JSON type."""
+        return self.error("bad_response", f"{field} is {_json_type(value)}, not {expected}")
 
     def sdk_error(self, exc: BaseException) -> ProviderError:
         """Map an SDK exception raised while opening the request (after the SDK's own retries)."""

@@ -7,6 +7,7 @@ OpenAI models, max_completion_tokens).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -15,7 +16,9 @@ from typing import Any
 import httpx2
 import openai
 
+from . import fields
 from .base import LLMRequest, ProviderError, Usage
+from .errors import ErrorReporter
 from .sdk import SSEProvider
 from .sse import decode_json
 
@@ -85,7 +88,7 @@ class OpenAIProvider(SSEProvider):
         return "/chat/completions", params
 
     def _read(self, http: httpx2.Response) -> AsyncIterator[str | Usage]:
-        """Text from choices[0].delta.content, usage from the last chunk that has it."""
+        """Text from choices[0].delta.content, usage from the last chunk that has it, the finish reason."""
         content_type = http.headers.get("content-type", "")
         # Anything but JSON is read as SSE: some servers label their streams loosely.
         if "json" in content_type:
@@ -101,62 +104,98 @@ class OpenAIProvider(SSEProvider):
         obj = decode_json(body, self.errors.where)
         if obj.get("error") or obj.get("object") == "error":
             raise self.errors.stream_error(obj)
-        try:
-            content = obj["choices"][0]["message"]["content"]
-        except (KeyError, IndexError, TypeError):
-            raise self.errors.error(
-                "bad_response", "a JSON answer without choices[0].message.content"
-            ) from None
+        choices = obj.get("choices")
+        if type(choices) is not list or not choices:
+            raise self.errors.wrong_type("choices", choices, "a non-empty array")
+        choice = choices[0]
+        message = choice.get("message") if type(choice) is dict else None
+        if type(message) is not dict:
+            raise self.errors.wrong_type("choices[0].message", message, "an object")
+        content = message.get("content")
+        if content is not None and type(content) is not str:
+            raise self.errors.wrong_type("choices[0].message.content", content, "a string")
+        reason = fields.reason(self.errors, choice.get("finish_reason"), "finish_reason")
+        if reason is None:
+            raise self.errors.error("incomplete", "a JSON answer without a finish_reason")
         if content:
             yield content
-        usage = obj.get("usage")
-        if usage:
-            yield openai_usage(usage)
+        yield openai_usage(self.errors, obj.get("usage"), reason)
 
 
 class OpenAIDecoder:
-    """Per-stream state of a chat.completions SSE answer."""
+    """Per-stream state of a chat.completions SSE answer; every field it reads is type-checked."""
 
-    __slots__ = ("_usage", "done", "finished", "provider")
-    end_marker = "[DONE]"
+    __slots__ = ("_usage", "done", "errors", "finish_reason")
+    incomplete_detail = "the stream ended without a finish_reason: the answer was cut short"
 
     def __init__(self, provider: SSEProvider):
         """Nothing seen yet."""
-        self.provider = provider
+        self.errors = provider.errors
         self.done = False
-        self.finished = False
-        self._usage: dict | None = None
+        self.finish_reason: str | None = None
+        self._usage: Usage | None = None
+
+    @property
+    def finished(self) -> bool:
+        """Whether the server said the answer is complete (a finish_reason; [DONE] alone is not)."""
+        return self.finish_reason is not None
 
     def apply(self, event: str | None, data: bytes, texts: list[str]) -> None:
         """One chunk: collect its text, keep its usage, notice finish_reason, [DONE] or an error."""
         if data == b"[DONE]":
             self.done = True
             return
-        obj = decode_json(data, self.provider.errors.where)
+        obj = decode_json(data, self.errors.where)
         if event == "error" or obj.get("error") or obj.get("object") == "error":
-            raise self.provider.errors.stream_error(obj)
+            raise self.errors.stream_error(obj)
         choices = obj.get("choices")
         if choices:
+            if type(choices) is not list:
+                raise self.errors.wrong_type("choices", choices, "an array")
             choice = choices[0]
+            if type(choice) is not dict:
+                raise self.errors.wrong_type("choices[0]", choice, "an object")
             delta = choice.get("delta")
             if delta:
+                if type(delta) is not dict:
+                    raise self.errors.wrong_type("choices[0].delta", delta, "an object")
                 content = delta.get("content")
                 if content:
+                    if type(content) is not str:
+                        raise self.errors.wrong_type("choices[0].delta.content", content, "a string")
                     texts.append(content)
-            if choice.get("finish_reason"):
-                self.finished = True
+                elif content is not None and content != "":
+                    raise self.errors.wrong_type("choices[0].delta.content", content, "a string")
+            reason = choice.get("finish_reason")
+            if reason is not None:
+                self.finish_reason = fields.reason(self.errors, reason, "finish_reason")
+        elif choices is not None and type(choices) is not list:
+            raise self.errors.wrong_type("choices", choices, "an array")
         usage = obj.get("usage")
-        if usage:
-            self._usage = usage
+        if usage is not None:
+            if type(usage) is not dict:
+                raise self.errors.wrong_type("usage", usage, "an object")
+            if usage:
+                self._usage = openai_usage(self.errors, usage, None)
 
-    def usage(self) -> Usage | None:
-        """The last usage the server reported, if any."""
-        return openai_usage(self._usage) if self._usage else None
+    def usage(self) -> Usage:
+        """The last usage the server reported (if any) and the finish reason."""
+        if self._usage is None:
+            return Usage(finish_reason=self.finish_reason)
+        return dataclasses.replace(self._usage, finish_reason=self.finish_reason)
 
 
-def openai_usage(usage: dict) -> Usage:
-    """Our Usage from an OpenAI usage object."""
-    return Usage(prompt_tokens=usage.get("prompt_tokens"), completion_tokens=usage.get("completion_tokens"))
+def openai_usage(errors: ErrorReporter, usage: Any, finish_reason: str | None) -> Usage:
+    """Our Usage from an OpenAI usage object (or none) and the finish reason."""
+    if usage is None:
+        return Usage(finish_reason=finish_reason)
+    if type(usage) is not dict:
+        raise errors.wrong_type("usage", usage, "an object")
+    return Usage(
+        prompt_tokens=fields.count(errors, usage, "prompt_tokens"),
+        completion_tokens=fields.count(errors, usage, "completion_tokens"),
+        finish_reason=finish_reason,
+    )
 
 
 def build(name: str, config: dict) -> OpenAIProvider:

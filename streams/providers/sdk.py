@@ -12,6 +12,7 @@ Config keys (all optional; defaults from settings.LLM_* where they exist):
 - max_retries (shared by the SDK's HTTP retries and ours), retry_backoff_s,
   max_retry_wait_s (a longer Retry-After fails at once instead of sleeping).
 - http_client: "aiohttp" (default) or "httpx"; extra_body (fields added to the request body).
+- max_concurrency: requests in flight at once (per process); more wait for a slot, in order.
 """
 
 from __future__ import annotations
@@ -29,12 +30,11 @@ import httpx2
 from .. import compat
 from .base import LLMRequest, ProviderError, Usage
 from .errors import RETRYABLE_CODES, ErrorReporter, backoff, retry_after_s
-from .sse import SSEParser
+from .limits import InFlightCap
+from .sse import read_sse
 
 logger = logging.getLogger(__name__)
 
-# After the end marker, read what is left of the body this long so the connection can be reused.
-DRAIN_S = 0.1
 # Pieces yielded back to back before the loop gets a turn (buffered data never suspends).
 YIELD_EVERY = 64
 
@@ -73,6 +73,7 @@ class SSEProvider:
         self.max_retry_wait_s = float(config.get("max_retry_wait_s", 10.0))
         self.http_client = config.get("http_client", "aiohttp")
         self.extra_body: dict | None = config.get("extra_body")
+        self.cap = InFlightCap(config.get("max_concurrency"))
         self._sdk: Any = None
         self._sdk_loop: asyncio.AbstractEventLoop | None = None
         self.errors = ErrorReporter(
@@ -97,7 +98,7 @@ class SSEProvider:
         raise NotImplementedError
 
     def _read(self, http: httpx2.Response) -> AsyncIterator[str | Usage]:
-        """Parse the raw body into text pieces and a final Usage."""
+        """Parse the raw body into text pieces and a final Usage (incomplete: ProviderError)."""
         raise NotImplementedError
 
     def _default_key_env(self) -> str:
@@ -156,44 +157,9 @@ class SSEProvider:
         self._sdk, self._sdk_loop = client, loop
         return client
 
-    async def _read_sse(self, http: httpx2.Response, decoder: Any) -> AsyncIterator[str | Usage]:
-        """Drive a decoder over the raw body: one text piece per network read, then its Usage."""
-        parser = SSEParser()
-        chunks = http.aiter_bytes()
-        try:
-            eof = False
-            while not (eof or decoder.done):
-                try:
-                    chunk = await chunks.__anext__()
-                except StopAsyncIteration:
-                    eof = True
-                    chunk = None
-                except Exception as exc:  # httpx2/aiohttp/ssl errors surface raw while the body streams
-                    raise self.errors.transport_error(exc, "during the stream") from None
-                texts: list[str] = []
-                failure = None
-                try:
-                    for event, data in parser.flush() if eof else parser.feed(chunk):
-                        decoder.apply(event, data, texts)
-                        if decoder.done:
-                            break
-                except ProviderError as exc:
-                    failure = exc
-                # Text that arrived before a failure in the same read is still the caller's.
-                if texts:
-                    yield texts[0] if len(texts) == 1 else "".join(texts)
-                if failure is not None:
-                    raise failure
-            if decoder.done:
-                await _drain(chunks)
-            elif not decoder.finished:
-                # Without the end marker or a stop reason the answer may be cut short.
-                raise self.errors.error("connection", f"the stream ended before {decoder.end_marker}")
-        finally:
-            await chunks.aclose()
-        usage = decoder.usage()
-        if usage is not None:
-            yield usage
+    def _read_sse(self, http: httpx2.Response, decoder: Any) -> AsyncIterator[str | Usage]:
+        """The body's text pieces and final Usage, as the decoder reads its events."""
+        return read_sse(http, decoder, self.errors)
 
     @asynccontextmanager
     async def _open(
@@ -211,58 +177,53 @@ class SSEProvider:
             await http.aclose()
 
     async def stream(self, request: LLMRequest) -> AsyncIterator[str | Usage]:
-        """Stream text pieces then a Usage; retry failures that happen before the first token only."""
+        """Stream text pieces then a Usage; retry failures that happen before the first token only.
+
+        The request waits for a slot under max_concurrency first; the slot is held over the
+        retries and freed when the stream is closed (done, failed or cancelled).
+        """
         client = self._client()
-        budget = self.max_retries
-        attempt = 0
-        while True:
-            delivered = False
-            try:
-                async with self._open(client, request, budget) as http:
-                    # The SDK's retries of this attempt spend the same budget as ours.
-                    budget -= compat.sdk_retries_taken(http)
-                    count = 0
-                    async with aclosing(self._read(http)) as items:
-                        async for item in items:
-                            if type(item) is str:
-                                delivered = True
-                                count += 1
-                                if count % YIELD_EVERY == 0:
-                                    await asyncio.sleep(0)
-                            yield item
-                return
-            except ProviderError as exc:
-                # Once text reached the caller a retry would duplicate it: fail instead.
-                if delivered or exc.code not in RETRYABLE_CODES or budget <= 0:
-                    raise
-                failure = exc
-            except self.sdk_errors as exc:
-                raise self.errors.sdk_error(exc) from None
-            except (OSError, httpx2.HTTPError) as exc:  # transport trouble the SDK did not wrap
-                raise self.errors.transport_error(exc, "while opening the request") from None
-            budget -= 1
-            delay = backoff(self.retry_backoff_s, attempt)
-            attempt += 1
-            logger.warning(
-                "%s (before the first token); retrying in %.2f s, %d retries left",
-                failure.message,
-                delay,
-                budget,
-            )
-            await asyncio.sleep(delay)
+        async with self.cap.slot():
+            budget = self.max_retries
+            attempt = 0
+            while True:
+                delivered = False
+                try:
+                    async with self._open(client, request, budget) as http:
+                        # The SDK's retries of this attempt spend the same budget as ours.
+                        budget -= compat.sdk_retries_taken(http)
+                        count = 0
+                        async with aclosing(self._read(http)) as items:
+                            async for item in items:
+                                if type(item) is str:
+                                    delivered = True
+                                    count += 1
+                                    if count % YIELD_EVERY == 0:
+                                        await asyncio.sleep(0)
+                                yield item
+                    return
+                except ProviderError as exc:
+                    # Once text reached the caller a retry would duplicate it: fail instead.
+                    if delivered or exc.code not in RETRYABLE_CODES or budget <= 0:
+                        raise
+                    failure = exc
+                except self.sdk_errors as exc:
+                    raise self.errors.sdk_error(exc) from None
+                except (OSError, httpx2.HTTPError) as exc:  # transport trouble the SDK did not wrap
+                    raise self.errors.transport_error(exc, "while opening the request") from None
+                budget -= 1
+                delay = backoff(self.retry_backoff_s, attempt)
+                attempt += 1
+                logger.warning(
+                    "%s (before the first token); retrying in %.2f s, %d retries left",
+                    failure.message,
+                    delay,
+                    budget,
+                )
+                await asyncio.sleep(delay)
 
     async def aclose(self) -> None:
         """Close the SDK client and its HTTP connections (at shutdown)."""
         client, self._sdk, self._sdk_loop = self._sdk, None, None
         if client is not None:
             await client.close()
-
-
-async def _drain(chunks: AsyncIterator[bytes]) -> None:
-    """Read the rest of a finished body briefly, so HTTP/1.1 can reuse the connection."""
-    try:
-        async with asyncio.timeout(DRAIN_S):
-            async for _ in chunks:
-                pass
-    except Exception:  # the answer is complete; a slow or broken tail only costs the connection
-        return

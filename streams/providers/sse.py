@@ -1,18 +1,44 @@
-"""Upstream Server-Sent Events decoding: raw body bytes in, (event, data) pairs out; JSON per event."""
+"""Upstream Server-Sent Events decoding: raw body bytes in, (event, data) pairs out; JSON per event.
+
+read_sse drives a provider's decoder over a response body; SSEParser does the framing.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import AsyncIterator
+from typing import Protocol
 
-from .base import ProviderError
-from .errors import redact
+import httpx2
 
+from .base import ProviderError, Usage
+from .errors import ErrorReporter, redact
+
+# After the end marker, read what is left of the body this long so the connection can be reused.
+DRAIN_S = 0.1
 # Longest SSE line kept in memory; a server that never sends a line end is broken.
 MAX_LINE_BYTES = 8 * 1024 * 1024
 # One byte order mark at the very start of a stream is not part of it (UTF-8 decode, spec 9.2.5).
 BOM = b"\xef\xbb\xbf"
 
 Event = tuple[str | None, bytes]
+
+
+class Decoder(Protocol):
+    """One provider's per-stream reading of events (OpenAIDecoder, AnthropicDecoder)."""
+
+    done: bool  # its end marker came: stop reading
+    finished: bool  # the upstream said the answer is complete
+    incomplete_detail: str  # what the error says when the body ended without `finished`
+
+    def apply(self, event: str | None, data: bytes, texts: list[str]) -> None:
+        """Read one event; append its text to `texts`; raise ProviderError for an error event."""
+        ...
+
+    def usage(self) -> Usage:
+        """What the upstream reported, at the end of a complete answer."""
+        ...
 
 
 class SSEParser:
@@ -112,3 +138,58 @@ def decode_json(data: bytes, where: str) -> dict:
     if not isinstance(obj, dict):
         raise ProviderError("bad_response", f"{where}: stream event is not a JSON object")
     return obj
+
+
+async def read_sse(
+    http: httpx2.Response, decoder: Decoder, errors: ErrorReporter
+) -> AsyncIterator[str | Usage]:
+    """Drive a decoder over the raw body: one text piece per network read, then its Usage.
+
+    The decoder says when to stop reading (`done`: its end marker) and whether the answer
+    is complete (`finished`: the upstream gave a finish reason or its final event).
+    """
+    parser = SSEParser()
+    chunks = http.aiter_bytes()
+    try:
+        eof = False
+        while not (eof or decoder.done):
+            try:
+                chunk = await chunks.__anext__()
+            except StopAsyncIteration:
+                eof = True
+                chunk = None
+            except Exception as exc:  # httpx2/aiohttp/ssl errors surface raw while the body streams
+                raise errors.transport_error(exc, "during the stream") from None
+            texts: list[str] = []
+            failure = None
+            try:
+                for event, data in parser.flush() if eof else parser.feed(chunk):
+                    decoder.apply(event, data, texts)
+                    if decoder.done:
+                        break
+            except ProviderError as exc:
+                failure = exc
+            # Text that arrived before a failure in the same read is still the caller's.
+            if texts:
+                yield texts[0] if len(texts) == 1 else "".join(texts)
+            if failure is not None:
+                raise failure
+        if decoder.done:
+            await _drain(chunks)
+        if not decoder.finished:
+            # A cut connection raised above; this body ended properly but the upstream
+            # never said the answer was complete (llama.cpp ends an interrupted one so).
+            raise errors.error("incomplete", decoder.incomplete_detail)
+    finally:
+        await chunks.aclose()
+    yield decoder.usage()
+
+
+async def _drain(chunks: AsyncIterator[bytes]) -> None:
+    """Read the rest of a finished body briefly, so HTTP/1.1 can reuse the connection."""
+    try:
+        async with asyncio.timeout(DRAIN_S):
+            async for _ in chunks:
+                pass
+    except Exception:  # the answer is complete; a slow or broken tail only costs the connection
+        return
