@@ -8,6 +8,7 @@ import pytest
 
 from streams.providers import anthropic_provider, openai_provider
 from streams.providers.base import LLMRequest, Usage
+from streams.providers.simulated import SimulatedProvider
 from tests.support.anthropic_server import AnthropicServer
 from tests.support.openai_server import OpenAIServer, RequestRecord, Script
 from tests.support.providers import Outcome, consume, provider_factory
@@ -198,3 +199,34 @@ async def test_a_json_answer_needs_its_finish_reason_too(build, server_cls):
         length, _ = await stream((factory, server_cls), Script(text="whole", finish_reason="length"))
     assert cut.error.code == "incomplete" and cut.texts == []
     assert length.error is None and length.text == "whole" and length.usage.finish_reason == "length"
+
+
+@pytest.mark.parametrize(
+    ("stop_reason", "reported"),
+    [
+        ("end_turn", "stop"),
+        ("stop_sequence", "stop"),
+        ("max_tokens", "length"),
+        ("model_context_window_exceeded", "length"),
+        ("tool_use", "tool_calls"),
+        ("pause_turn", "pause_turn"),
+    ],
+)
+def test_anthropic_stop_reasons_are_mapped_to_openai_words(stop_reason, reported):
+    """The decoder's mapping; reasons without an OpenAI counterpart pass unchanged."""
+    decoder = anthropic_provider.AnthropicDecoder(anthropic_provider.build("d", {}))
+    data = b'{"type":"message_delta","delta":{"stop_reason":"%s"},"usage":{"output_tokens":2}}'
+    decoder.apply("message_delta", data % stop_reason.encode(), [])
+    assert decoder.finished
+    assert decoder.usage() == Usage(completion_tokens=2, finish_reason=reported)
+
+
+async def test_the_simulated_provider_reports_stop_or_a_max_tokens_cut_as_length():
+    """Its answer is complete ("stop") unless max_tokens cut it ("length")."""
+    provider = SimulatedProvider(ttft_s=0, tokens_per_s=0, tokens=5)
+    whole = await consume(provider, LLMRequest(model="m", prompt="p"))
+    cut = await consume(provider, LLMRequest(model="m", prompt="p", max_tokens=3))
+    exact = await consume(provider, LLMRequest(model="m", prompt="p", max_tokens=5))
+    assert whole.usage.finish_reason == "stop" and len(whole.texts) == 5
+    assert cut.usage.finish_reason == "length" and len(cut.texts) == 3
+    assert exact.usage.finish_reason == "stop"
