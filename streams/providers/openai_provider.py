@@ -168,7 +168,8 @@ class OpenAIDecoder:
                     raise self.errors.wrong_type("choices[0].delta.content", content, "a string")
             reason = choice.get("finish_reason")
             if reason is not None:
-                self.finish_reason = fields.reason(self.errors, reason, "finish_reason")
+                # A later chunk with an empty reason (some servers) does not undo a real one.
+                self.finish_reason = fields.reason(self.errors, reason, "finish_reason") or self.finish_reason
         elif choices is not None and type(choices) is not list:
             raise self.errors.wrong_type("choices", choices, "an array")
         usage = obj.get("usage")
