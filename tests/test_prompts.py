@@ -118,7 +118,6 @@ def test_render_is_cached_and_repeatable():
 def test_history_is_a_value_that_validation_accepts():
     """`{{ history }}` renders the conversation's turns literally, and a pipeline may use it."""
     from streams.pipelines.specs import PipelineSpec, TaskSpec
-
     from streams.pipelines.validation import validate_spec
 
     rendered = render_prompt("{{ history }}\n{{ input }}", "now", {}, history="User: {{ x }}")

@@ -45,7 +45,7 @@ async def test_when_text_has_unicode_split_everywhere_then_it_arrives_byte_exact
     assert out.error is None
     assert out.text == "".join(UNICODE_CHUNKS) == srv.requests[0].text_sent
     # input: words of system + prompt (server's count); output: the cumulative count in message_delta
-    assert out.usage == Usage(prompt_tokens=5, completion_tokens=len(UNICODE_CHUNKS))
+    assert out.usage == Usage(prompt_tokens=5, completion_tokens=len(UNICODE_CHUNKS), finish_reason="stop")
 
 
 async def test_when_a_system_prompt_is_given_then_it_is_the_top_level_system_parameter(make):
@@ -288,4 +288,4 @@ def test_decoder_ignores_ping_unknown_events_and_non_text_deltas():
         decoder.apply(event, data, texts)
     assert texts == ["hi"]
     assert decoder.done and decoder.finished
-    assert decoder.usage() == Usage(prompt_tokens=7, completion_tokens=9)
+    assert decoder.usage() == Usage(prompt_tokens=7, completion_tokens=9, finish_reason="stop")

@@ -11,7 +11,9 @@ import httpx2
 import pytest
 
 from streams.providers.base import LLMRequest, Usage
-from streams.providers.openai_provider import SSEParser, build, redact, transport_code
+from streams.providers.errors import redact, transport_code
+from streams.providers.openai_provider import build
+from streams.providers.sse import SSEParser
 from tests.support.openai_server import OpenAIServer, RequestRecord, Script
 from tests.support.providers import (
     Outcome,
@@ -63,7 +65,7 @@ async def test_when_text_has_unicode_split_everywhere_then_it_arrives_byte_exact
         out = await run(make(srv.base_url, http_client=transport))
     assert out.error is None
     assert out.text == "".join(UNICODE_CHUNKS) == srv.requests[0].text_sent
-    assert out.usage == Usage(prompt_tokens=5, completion_tokens=len(UNICODE_CHUNKS))
+    assert out.usage == Usage(prompt_tokens=5, completion_tokens=len(UNICODE_CHUNKS), finish_reason="stop")
 
 
 async def test_when_streaming_then_request_has_system_message_stream_options_and_key(make):
@@ -110,14 +112,15 @@ async def test_when_paced_then_pieces_arrive_as_they_come_and_usage_last(make):
     assert out.error is None
     assert out.text == "one two three four"
     assert len(out.texts) >= 2  # not buffered until the end
-    assert out.usage == Usage(prompt_tokens=5, completion_tokens=4)
+    assert out.usage == Usage(prompt_tokens=5, completion_tokens=4, finish_reason="stop")
 
 
-async def test_when_server_reports_no_usage_then_no_usage_is_yielded(make):
-    """Usage is optional: servers that ignore include_usage end the stream without it."""
+async def test_when_server_reports_no_usage_then_the_usage_has_no_token_counts(make):
+    """Usage is optional: servers that ignore include_usage end the stream without it (the finish
+    reason still comes last, in a Usage without counts)."""
     with OpenAIServer(Script(text="a b", usage=False)) as srv:
         out = await run(make(srv.base_url))
-    assert out.error is None and out.text == "a b" and out.usage is None
+    assert out.error is None and out.text == "a b" and out.usage == Usage(finish_reason="stop")
 
 
 async def test_when_many_buffered_tokens_then_text_is_exact_and_the_loop_is_not_starved(make):

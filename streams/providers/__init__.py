@@ -6,10 +6,9 @@ from importlib import import_module
 from django.conf import settings
 from django.utils.module_loading import import_string
 
-from .base import ERROR_CODES, LLMRequest, Provider, ProviderError, Usage
+from .base import LLMRequest, Provider, ProviderError, Usage
 
 __all__ = [
-    "ERROR_CODES",
     "LLMRequest",
     "Provider",
     "ProviderError",

@@ -4,9 +4,8 @@ As for OpenAI, the SDK sends, authenticates and retries the request and hands ov
 events (message_start, content_block_delta, message_delta, message_stop, ping, and `error`
 after HTTP 200), of which only the text and the usage are read.
 
-Config keys: as for the OpenAI provider (base_url, api_key_env, api_key_optional, timeout_s,
-connect_timeout_s, max_retries, retry_backoff_s, max_retry_wait_s, http_client, extra_body),
-plus default_max_tokens (1024: the Messages API requires max_tokens).
+Config keys: those of the SDK base (streams/providers/sdk.py), plus default_max_tokens (1024:
+the Messages API requires max_tokens).
 """
 
 from __future__ import annotations
@@ -15,8 +14,11 @@ import logging
 import os
 from typing import Any
 
+from . import fields
 from .base import LLMRequest, ProviderError, Usage
-from .openai_provider import SSEProvider, decode_json, redact
+from .errors import ErrorReporter, redact
+from .sdk import SSEProvider
+from .sse import decode_json
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +57,7 @@ class AnthropicProvider(SSEProvider):
         """AsyncAnthropic on the aiohttp transport; clear errors for a missing SDK or key."""
         anthropic = _import_sdk()
         if anthropic is None:
-            raise ProviderError("upstream_error", f"{self._where}: {MISSING_SDK}")
+            raise ProviderError("upstream_error", f"{self.errors.where}: {MISSING_SDK}")
         self.sdk_errors = (anthropic.AnthropicError,)
         timeout = self._timeout(anthropic.Timeout)
         if api_key is None and self.api_key_optional and not os.environ.get("ANTHROPIC_API_KEY"):
@@ -66,7 +68,7 @@ class AnthropicProvider(SSEProvider):
                 http_client = anthropic.DefaultAioHttpClient(**self._http_options(timeout))
             except RuntimeError:  # the aiohttp extra is missing
                 logger.warning(
-                    "%s: anthropic[aiohttp] is not installed; using the httpx transport", self._where
+                    "%s: anthropic[aiohttp] is not installed; using the httpx transport", self.errors.where
                 )
         if http_client is None:
             http_client = anthropic.DefaultAsyncHttpxClient(**self._http_options(timeout))
@@ -84,12 +86,12 @@ class AnthropicProvider(SSEProvider):
         except anthropic.AnthropicError as exc:
             # Without a key the SDK looks for profiles; a broken one raises here (CredentialsError).
             detail = f"ANTHROPIC_API_KEY is not set and the SDK found no usable credentials: {exc}"
-            raise ProviderError("auth", redact(f"{self._where}: {detail}")) from None
+            raise ProviderError("auth", redact(f"{self.errors.where}: {detail}")) from None
         if client.api_key is None and client.auth_token is None and client.credentials is None:
             # The SDK would only fail at request time, with a TypeError.
             raise ProviderError(
                 "auth",
-                f"{self._where}: ANTHROPIC_API_KEY is not set (or set api_key_env for this provider)",
+                f"{self.errors.where}: ANTHROPIC_API_KEY is not set (or set api_key_env for this provider)",
             )
         return client
 
@@ -108,7 +110,7 @@ class AnthropicProvider(SSEProvider):
         return "/v1/messages", params
 
     def _read(self, http: Any):
-        """Text from text_delta events; usage from message_start and message_delta."""
+        """Text from text_delta events; usage from message_start and message_delta; the stop reason."""
         content_type = http.headers.get("content-type", "")
         if "json" in content_type:
             return self._read_other(http)
@@ -119,77 +121,120 @@ class AnthropicProvider(SSEProvider):
         try:
             body = await http.aread()
         except Exception as exc:
-            raise self._transport_error(exc, "reading a non-stream answer") from None
-        obj = decode_json(body, self._where)
+            raise self.errors.transport_error(exc, "reading a non-stream answer") from None
+        obj = decode_json(body, self.errors.where)
         if obj.get("type") == "error":
-            raise self._stream_error(obj)
+            raise self.errors.stream_error(obj)
         content = obj.get("content")
-        if not isinstance(content, list):
-            raise self._error("bad_response", "a JSON answer without content blocks")
-        text = "".join(b.get("text", "") for b in content if isinstance(b, dict) and b.get("type") == "text")
+        if type(content) is not list:
+            raise self.errors.wrong_type("content", content, "an array of content blocks")
+        texts = []
+        for i, block in enumerate(content):
+            if type(block) is not dict:
+                raise self.errors.wrong_type(f"content[{i}]", block, "an object")
+            if block.get("type") == "text":
+                texts.append(fields.text(self.errors, block, "text", f"content[{i}].text"))
+        reason = _stop_reason(self.errors, obj)
+        if reason is None:
+            raise self.errors.error("incomplete", "a JSON answer without a stop_reason")
+        text = "".join(texts)
         if text:
             yield text
-        usage = obj.get("usage") or {}
-        yield Usage(prompt_tokens=_input_tokens(usage), completion_tokens=usage.get("output_tokens"))
+        usage = fields.obj(self.errors, obj, "usage")
+        yield Usage(
+            _input_tokens(self.errors, usage), fields.count(self.errors, usage, "output_tokens"), reason
+        )
 
 
-def _input_tokens(usage: dict) -> int | None:
+# Anthropic stop reasons in OpenAI's words (Usage.finish_reason); others pass unchanged.
+STOP_REASONS = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "tool_use": "tool_calls",
+}
+
+
+def _stop_reason(errors: ErrorReporter, holder: dict) -> str | None:
+    """holder["stop_reason"] in OpenAI's words; None when absent."""
+    value = fields.reason(errors, holder.get("stop_reason"), "stop_reason")
+    return STOP_REASONS.get(value, value) if value is not None else None
+
+
+def _input_tokens(errors: ErrorReporter, usage: dict) -> int | None:
     """All prompt tokens: uncached plus those written to and read from the prompt cache."""
-    parts = [usage.get(k) for k in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")]
-    parts = [p for p in parts if isinstance(p, int)]
+    parts = [
+        fields.count(errors, usage, k)
+        for k in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+    ]
+    parts = [p for p in parts if p is not None]
     return sum(parts) if parts else None
 
 
 class AnthropicDecoder:
-    """Per-stream state of a Messages SSE answer."""
+    """Per-stream state of a Messages SSE answer; every field it reads is type-checked."""
 
-    __slots__ = ("_input", "_output", "done", "finished", "provider")
-    end_marker = "message_stop"
+    __slots__ = ("_input", "_output", "_stopped", "done", "errors", "finish_reason")
+    incomplete_detail = "the stream ended without message_stop or a stop_reason: the answer was cut short"
 
     def __init__(self, provider: AnthropicProvider):
         """Nothing seen yet."""
-        self.provider = provider
+        self.errors = provider.errors
         self.done = False
-        self.finished = False
+        self.finish_reason: str | None = None
+        self._stopped = False
         self._input: int | None = None
         self._output: int | None = None
 
+    @property
+    def finished(self) -> bool:
+        """Whether the server said the message is complete (a stop_reason, or message_stop)."""
+        return self._stopped or self.finish_reason is not None
+
     def apply(self, event: str | None, data: bytes, texts: list[str]) -> None:
         """One event: text deltas collected, usage kept, the end or an error noticed."""
-        obj = decode_json(data, self.provider._where)
+        errors = self.errors
+        obj = decode_json(data, errors.where)
         kind = obj.get("type") or event
         if kind == "content_block_delta":
-            delta = obj.get("delta") or {}
+            delta = fields.obj(errors, obj, "delta")
             if delta.get("type") == "text_delta":
-                text = delta.get("text")
+                text = fields.text(errors, delta, "text", "delta.text")
                 if text:
                     texts.append(text)
         elif kind == "message_start":
-            usage = (obj.get("message") or {}).get("usage") or {}
-            self._input = _input_tokens(usage)
-            self._output = usage.get("output_tokens", self._output)
+            usage = fields.obj(errors, fields.obj(errors, obj, "message"), "usage")
+            self._input = _input_tokens(errors, usage)
+            output = fields.count(errors, usage, "output_tokens")
+            self._output = output if output is not None else self._output
         elif kind == "message_delta":
-            usage = obj.get("usage") or {}
+            usage = fields.obj(errors, obj, "usage")
             # output_tokens here is cumulative; newer API versions may restate the input too.
-            self._output = usage.get("output_tokens", self._output)
-            self._input = _input_tokens(usage) or self._input
-            if (obj.get("delta") or {}).get("stop_reason"):
-                self.finished = True
+            output = fields.count(errors, usage, "output_tokens")
+            self._output = output if output is not None else self._output
+            self._input = _input_tokens(errors, usage) or self._input
+            reason = _stop_reason(errors, fields.obj(errors, obj, "delta"))
+            self.finish_reason = reason or self.finish_reason
         elif kind == "content_block_start":
-            block = obj.get("content_block") or {}
-            if block.get("type") == "text" and block.get("text"):
-                texts.append(block["text"])
+            block = fields.obj(errors, obj, "content_block")
+            if block.get("type") == "text":
+                text = fields.text(errors, block, "text", "content_block.text")
+                if text:
+                    texts.append(text)
         elif kind == "message_stop":
-            self.done = True
+            self.done = self._stopped = True
         elif kind == "error" or event == "error":
-            raise self.provider._stream_error(obj)
+            raise errors.stream_error(obj)
+        elif kind is not None and type(kind) is not str:
+            raise errors.wrong_type("type", kind, "a string")
         # ping, content_block_stop and event types added later carry nothing this app needs.
 
-    def usage(self) -> Usage | None:
-        """Input tokens from message_start, output tokens from the last message_delta."""
-        if self._input is None and self._output is None:
-            return None
-        return Usage(prompt_tokens=self._input, completion_tokens=self._output)
+    def usage(self) -> Usage:
+        """Input tokens from message_start, output tokens from the last message_delta, the stop reason."""
+        return Usage(
+            prompt_tokens=self._input, completion_tokens=self._output, finish_reason=self.finish_reason
+        )
 
 
 def build(name: str, config: dict) -> AnthropicProvider:

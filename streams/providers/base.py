@@ -18,14 +18,19 @@ class LLMRequest:
 
 @dataclass(frozen=True)
 class Usage:
-    """Token counts the provider reported for one call."""
+    """What the provider reported for one call: token counts and why the answer ended.
+
+    finish_reason uses OpenAI's words ("stop", "length", "tool_calls", "content_filter", ...);
+    other providers' reasons are mapped to them where one fits.
+    """
 
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    finish_reason: str | None = None
 
 
 class ProviderError(Exception):
-    """A provider call failed; `code` is one of ERROR_CODES and `message` never holds a secret."""
+    """A provider call failed; `code` is a stable code for clients, `message` never holds a secret."""
 
     def __init__(self, code: str, message: str):
         super().__init__(f"{code}: {message}")
@@ -33,12 +38,12 @@ class ProviderError(Exception):
         self.message = message
 
 
-# Stable codes that reach clients in task.failed.error.code.
-ERROR_CODES = ("auth", "rate_limited", "upstream_error", "timeout", "connection", "bad_response")
-
-
 class Provider(Protocol):
-    """Streams a completion: yields text pieces in order, then at most one Usage."""
+    """Streams a completion: yields text pieces in order, then at most one Usage.
+
+    A stream that ends without an error is a complete answer; one the upstream did not
+    finish (no finish reason, connection cut) raises ProviderError ("incomplete", "connection").
+    """
 
     def stream(self, request: LLMRequest) -> AsyncIterator[str | Usage]:
         """Return an async generator; closing it must close the upstream request."""

@@ -55,10 +55,11 @@ class SimulatedProvider:
         return out
 
     async def stream(self, request: LLMRequest) -> AsyncIterator[str | Usage]:
-        """Stream the tokens at the configured pace."""
+        """Stream the tokens at the configured pace; a max_tokens cut ends with finish_reason "length"."""
         tokens = self.text_for(request)
-        if request.max_tokens:
-            tokens = tokens[: request.max_tokens]
+        reason = "stop"
+        if request.max_tokens and len(tokens) > request.max_tokens:
+            tokens, reason = tokens[: request.max_tokens], "length"
         if self.ttft_s > 0:
             await asyncio.sleep(self.ttft_s)
         gap = 1.0 / self.tokens_per_s if self.tokens_per_s > 0 else 0.0
@@ -73,7 +74,9 @@ class SimulatedProvider:
             elif i % YIELD_EVERY == YIELD_EVERY - 1:
                 await asyncio.sleep(0)
             yield token
-        yield Usage(prompt_tokens=len(request.prompt.split()), completion_tokens=len(tokens))
+        yield Usage(
+            prompt_tokens=len(request.prompt.split()), completion_tokens=len(tokens), finish_reason=reason
+        )
 
 
 def build(name: str, config: dict) -> SimulatedProvider:

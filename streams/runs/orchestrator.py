@@ -155,4 +155,6 @@ def _stats(begin: float, first: float | None, parts: list[str], usage: Usage | N
     if usage is not None:
         stats["prompt_tokens"] = usage.prompt_tokens
         stats["completion_tokens"] = usage.completion_tokens
+        if usage.finish_reason:
+            stats["finish_reason"] = usage.finish_reason
     return stats

@@ -36,6 +36,9 @@ _ERROR_TYPES = {
 }
 
 
+# Script.finish_reason (OpenAI's words) as Anthropic's stop_reason.
+_STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use"}
+
 # Anthropic's wording for in-stream errors.
 _MESSAGES = {
     "overloaded_error": "Overloaded",
@@ -76,13 +79,14 @@ class AnthropicServer(StreamingServer):
 
     def complete_body(self, record: RequestRecord, pieces: list[str]) -> dict:
         """A non-streaming message."""
+        stop = record.script.finish_reason if record.script else "stop"
         return {
             "id": "msg_local",
             "type": "message",
             "role": "assistant",
             "model": (record.body or {}).get("model", ""),
             "content": [{"type": "text", "text": "".join(pieces)}],
-            "stop_reason": "end_turn",
+            "stop_reason": _STOP_REASONS.get(stop, stop),
             "stop_sequence": None,
             "usage": {"input_tokens": self._input_tokens(record), "output_tokens": len(pieces)},
         }
@@ -90,6 +94,7 @@ class AnthropicServer(StreamingServer):
     def plan(self, record: RequestRecord, script: Script, pieces: list[str]) -> StreamPlan:
         """message_start, content_block_start, ping, a delta per piece, then the closing events."""
         ascii_only = script.ensure_ascii
+        stop = script.finish_reason
         start = {
             "type": "message_start",
             "message": {
@@ -126,7 +131,7 @@ class AnthropicServer(StreamingServer):
                 "message_delta",
                 {
                     "type": "message_delta",
-                    "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                    "delta": {"stop_reason": _STOP_REASONS.get(stop, stop), "stop_sequence": None},
                     "usage": {"output_tokens": len(pieces)},
                 },
                 ascii_only,

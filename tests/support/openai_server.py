@@ -32,6 +32,7 @@ from typing import Any
 
 # The same vocabulary as the simulated provider, so test and demo texts look alike.
 from streams.providers.simulated import WORDS
+from tests.support import framing
 
 logger = logging.getLogger(__name__)
 
@@ -45,8 +46,9 @@ class Script:
 
     # Exact text to stream, split into word pieces (each word with its trailing whitespace).
     text: str | None = None
-    # Exact pieces to stream, one SSE event each (wins over `text`).
-    chunks: Sequence[str] | None = None
+    # Exact pieces to stream, one SSE event each (wins over `text`); a piece that is not a
+    # string is sent as that JSON value (a broken upstream).
+    chunks: Sequence[Any] | None = None
     # With neither text nor chunks: stream the last user message back, word by word.
     echo: bool = False
     # With neither text, chunks nor echo: this many words derived from the prompt.
@@ -83,6 +85,18 @@ class Script:
     fragment_delay_s: float = 0.002
     # JSON with \\uXXXX escapes instead of raw UTF-8.
     ensure_ascii: bool = False
+    # Why the answer ended, in OpenAI's words (the Anthropic server maps it to its stop_reason);
+    # None: no finish_reason at all, as llama.cpp ends an answer it interrupted.
+    finish_reason: str | None = "stop"
+    # Odd but legal framing (tests/support/framing.py): line ends "\n", "\r\n" or "\r";
+    # comment and ignorable field lines before every event; each JSON over two `data:` lines;
+    # a byte order mark first.
+    line_ending: str = "\n"
+    comments: bool = False
+    multiline_data: bool = False
+    bom: bool = False
+    # Raw bytes written as they are after K tokens (0: before the first), e.g. a broken event.
+    inject: Sequence[tuple[int, bytes]] = ()
 
 
 @dataclass
@@ -110,11 +124,13 @@ class RequestRecord:
     closed_at: float | None = None
     # The client closed the connection before the server finished the response.
     client_closed: bool = False
+    # A newer request cut this stream short (servers started with interrupt=True).
+    interrupted: bool = False
 
     @property
     def text_sent(self) -> str:
         """The text of every token written so far."""
-        return "".join(self.pieces_sent)
+        return "".join(p for p in self.pieces_sent if isinstance(p, str))
 
     @property
     def prompt(self) -> str:
@@ -193,6 +209,8 @@ class StreamPlan:
     epilogue: list[bytes]
     error_event: bytes
     malformed: bytes
+    # What ends a stream that a newer request interrupted (llama.cpp: [DONE], no finish_reason).
+    interrupted: list[bytes] = field(default_factory=list)
 
 
 class _Connection(asyncio.Protocol):
@@ -345,10 +363,13 @@ class StreamingServer:
         api_key: str | None = None,
         reuse_port: bool = False,
         keep_text: bool = True,
+        interrupt: bool = False,
     ):
         """`api_key`, when set, answers 401 to requests that do not present it.
 
         `keep_text=False` skips recording each request's pieces (long benchmarks).
+        `interrupt=True` behaves like llama.cpp's server by default: a new streaming request
+        ends the paced stream in progress at its next token (see StreamPlan.interrupted).
         """
         self.script = script if script is not None else Script()
         self.host = host
@@ -358,6 +379,11 @@ class StreamingServer:
         self.keep_text = keep_text
         self.requests: list[RequestRecord] = []
         self.connections_opened = 0
+        self.interrupt = interrupt
+        # Requests being answered now, and the most there ever were at once.
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self._streaming: dict[int, RequestRecord] = {}
         self._connections: set[_Connection] = set()
         self._cache: dict[tuple, StreamPlan] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -517,6 +543,15 @@ class StreamingServer:
         record.finished_at = time.monotonic()
 
     async def _handle(self, conn: _Connection, record: RequestRecord) -> None:
+        """Answer one request as its script says, counting the requests in flight."""
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            await self._answer_request(conn, record)
+        finally:
+            self.in_flight -= 1
+
+    async def _answer_request(self, conn: _Connection, record: RequestRecord) -> None:
         """Answer one request as its script says."""
         script = self.script_for(record)
         record.script = script
@@ -556,12 +591,21 @@ class StreamingServer:
             script.error_type,
             script.error_message,
             len(record.prompt),
+            script.done,
+            script.finish_reason,
+            script.line_ending,
+            script.comments,
+            script.multiline_data,
+            script.bom,
         )
-        plan = self._cache.get(key)
+        try:
+            plan = self._cache.get(key)
+        except TypeError:  # a piece that is a JSON array or object: not cached
+            return framing.reframe(self.plan(record, script, pieces), script)
         if plan is None:
             if len(self._cache) >= _CACHE_LIMIT:
                 self._cache.clear()
-            plan = self._cache[key] = self.plan(record, script, pieces)
+            plan = self._cache[key] = framing.reframe(self.plan(record, script, pieces), script)
         return plan
 
     def _usage_wanted(self, record: RequestRecord, script: Script) -> bool:
@@ -569,11 +613,10 @@ class StreamingServer:
         return script.usage if script.usage is not None else True
 
     async def _stream(
-        self, conn: _Connection, record: RequestRecord, script: Script, pieces: list[str]
+        self, conn: _Connection, record: RequestRecord, script: Script, pieces: list[Any]
     ) -> None:
         """Write the SSE answer token by token, with the script's pace and failures."""
         plan = self._plan_cached(record, script, pieces)
-        loop = asyncio.get_running_loop()
         head = response_head(
             200,
             {
@@ -588,41 +631,27 @@ class StreamingServer:
         record.response_started_at = time.monotonic()
         if script.ttft_s:
             await asyncio.sleep(script.ttft_s)
-        events = plan.events
-        gap = 1.0 / script.tokens_per_s if script.tokens_per_s > 0 else 0.0
         stops = [
             k
             for k in (script.disconnect_after, script.malformed_after, script.error_after, script.stall_after)
             if k is not None
         ]
-        limit = min([len(events), *stops])
-        if not gap and not script.fragment_bytes:
-            # No pace: one write for everything up to the first scripted failure (cheap, and
-            # it lands in the client's buffer at once, as a fast upstream's burst does).
-            conn.write(b"".join(http_chunk(e) for e in events[:limit]))
-            if self.keep_text:
-                record.pieces_sent.extend(pieces[:limit])
-            record.tokens_sent = limit
-            if limit:
-                record.first_token_at = time.monotonic()
-            await conn.drain()
-        else:
-            start = loop.time()
-            for i in range(limit):
-                if gap:
-                    # Pace against the start so sleep overshoot does not accumulate.
-                    delay = start + i * gap - loop.time()
-                    if delay > 0:
-                        await asyncio.sleep(delay)
-                if conn.is_closed:
-                    return
-                await self._write_event(conn, events[i], script)
-                if self.keep_text:
-                    record.pieces_sent.append(pieces[i])
-                record.tokens_sent = i + 1
-                if i == 0:
-                    record.first_token_at = time.monotonic()
-                await conn.drain()
+        limit = min([len(plan.events), *stops])
+        self._streaming[record.index] = record
+        try:
+            if self.interrupt:
+                for other in self._streaming.values():
+                    other.interrupted = other is not record
+            if not await self._write_tokens(conn, record, script, plan, pieces, limit):
+                return
+        finally:
+            self._streaming.pop(record.index, None)
+        if record.interrupted:
+            for event in plan.interrupted:
+                await self._write_event(conn, event, script)
+            conn.write(LAST_CHUNK)
+            record.finished_at = time.monotonic()
+            return
         if limit == script.disconnect_after:
             record.finished_at = time.monotonic()
             conn.close(abort=script.abort)
@@ -644,6 +673,51 @@ class StreamingServer:
             await self._write_event(conn, event, script)
         conn.write(LAST_CHUNK)
         record.finished_at = time.monotonic()
+
+    async def _write_tokens(
+        self, conn: _Connection, record: RequestRecord, script: Script, plan: StreamPlan, pieces, limit: int
+    ) -> bool:
+        """Write the first `limit` token events (and injected bytes); False if the connection went."""
+        events = plan.events
+        gap = 1.0 / script.tokens_per_s if script.tokens_per_s > 0 else 0.0
+        injects: dict[int, list[bytes]] = {}
+        for after, raw in script.inject:
+            injects.setdefault(after, []).append(raw)
+        if not gap and not script.fragment_bytes and not injects:
+            # No pace: one write for everything up to the first scripted failure (cheap, and
+            # it lands in the client's buffer at once, as a fast upstream's burst does).
+            conn.write(b"".join(http_chunk(e) for e in events[:limit]))
+            if self.keep_text:
+                record.pieces_sent.extend(pieces[:limit])
+            record.tokens_sent = limit
+            if limit:
+                record.first_token_at = time.monotonic()
+            await conn.drain()
+            return True
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        for i in range(limit + 1):
+            for raw in injects.get(i, ()):
+                conn.write(http_chunk(raw))
+            if i == limit or record.interrupted:
+                break
+            if gap:
+                # Pace against the start so sleep overshoot does not accumulate.
+                delay = start + i * gap - loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            if conn.is_closed:
+                return False
+            if record.interrupted:
+                break
+            await self._write_event(conn, events[i], script)
+            if self.keep_text:
+                record.pieces_sent.append(pieces[i])
+            record.tokens_sent = i + 1
+            if i == 0:
+                record.first_token_at = time.monotonic()
+            await conn.drain()
+        return True
 
     async def _write_event(self, conn: _Connection, payload: bytes, script: Script) -> None:
         """Write one event, cut into fragments when the script asks for it."""
@@ -706,7 +780,7 @@ class OpenAIServer(StreamingServer):
                 {
                     "index": 0,
                     "message": {"role": "assistant", "content": "".join(pieces)},
-                    "finish_reason": "stop",
+                    "finish_reason": record.script.finish_reason if record.script else "stop",
                 }
             ],
             "usage": _usage(record, pieces),
@@ -732,7 +806,7 @@ class OpenAIServer(StreamingServer):
         def choice(delta: dict, finish: str | None = None) -> dict:
             return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
 
-        epilogue = [event([choice({}, "stop")])]
+        epilogue = [event([choice({}, script.finish_reason)])] if script.finish_reason else []
         if wants_usage:
             epilogue.append(event([], usage=_usage(record, pieces)))
         if script.done:
@@ -751,6 +825,7 @@ class OpenAIServer(StreamingServer):
             epilogue=epilogue,
             error_event=b"data: " + _dumps(error, script.ensure_ascii) + b"\n\n",
             malformed=b'data: {"id":"chatcmpl-local","choices":[{"index":0,"delta":{"content":"x\n\n',
+            interrupted=[b"data: [DONE]\n\n"],
         )
 
 
