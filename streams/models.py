@@ -139,7 +139,7 @@ class Conversation(models.Model):
     """A series of runs of one owner; each run is one turn."""
 
     id = models.CharField(primary_key=True, max_length=64, default=new_conversation_id, editable=False)
-    # Same strings as run ownership (streams.frames.owner_of): "user:1", "session:...".
+    # Same strings as run ownership (streams.session.owners.owner_of): "user:1", "session:...".
     owner = models.CharField(max_length=200)
     title = models.CharField(max_length=200, blank=True, help_text="From the first input.")
     created = models.DateTimeField(default=timezone.now)

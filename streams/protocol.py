@@ -38,11 +38,19 @@ UNKNOWN_RUN = "unknown_run"
 TOO_MANY_RUNS = "too_many_runs"
 RATE_LIMITED = "rate_limited"
 UNAUTHORIZED = "unauthorized"
+UNKNOWN_CONVERSATION = "unknown_conversation"
 LAYER_UNAVAILABLE = "layer_unavailable"
+UNAVAILABLE = "unavailable"  # another service the request needs (the database) is down; retry
 INTERNAL = "internal"
 
-# Codes of task.failed / run.failed errors that the core itself produces (providers add
-# theirs: auth, rate_limited, upstream_error, timeout, connection, bad_response).
+# Codes of task.failed errors from providers (streams/providers/errors.py).
+AUTH = "auth"
+UPSTREAM_ERROR = "upstream_error"
+CONNECTION = "connection"
+BAD_RESPONSE = "bad_response"
+INCOMPLETE = "incomplete"  # the stream ended without the provider saying the answer is complete
+
+# Codes of task.failed / run.failed errors that the core itself produces.
 CANCELLED = "cancelled"
 TASKS_FAILED = "tasks_failed"
 DEPENDENCY_FAILED = "dependency_failed"

@@ -4,10 +4,9 @@ A broken or cut-short answer fails its own task only (the others complete); a co
 puts its finish reason into the task's stats.
 """
 
-from streams.orchestrator import execute
-from streams.specs import PipelineSpec, TaskSpec
-
+from streams.pipelines.specs import PipelineSpec, TaskSpec
 from streams.providers import openai_provider
+from streams.runs.orchestrator import execute
 from tests.support.openai_server import OpenAIServer, Script
 from tests.support.providers import fast_config
 

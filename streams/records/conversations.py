@@ -22,7 +22,7 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 
 from ..models import Conversation, Run, TaskRun, new_conversation_id
-from ..protocol import ClientError
+from ..protocol import UNAVAILABLE, UNKNOWN_CONVERSATION, ClientError
 from .store import records_db
 from .writer import pending_recorders
 
@@ -38,7 +38,7 @@ class UnknownConversation(ClientError):
     """A conversation that does not exist or belongs to someone else."""
 
     def __init__(self, ref: str | None = None):
-        super().__init__("unknown_conversation", "no such conversation", ref)
+        super().__init__(UNKNOWN_CONVERSATION, "no such conversation", ref)
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,7 @@ async def open_conversation(owner: str, conversation_id: str | None, ref: str | 
             if await database_sync_to_async(_owned)(owner, conversation_id):
                 return conversation_id
     except Exception as exc:  # the database is down: ownership cannot be checked, so no
-        raise ClientError("unavailable", "conversations are unavailable; try again", ref) from exc
+        raise ClientError(UNAVAILABLE, "conversations are unavailable; try again", ref) from exc
     raise UnknownConversation(ref)
 
 
