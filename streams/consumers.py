@@ -96,7 +96,9 @@ class StreamConsumer(AsyncWebsocketConsumer):
         """One checked client frame."""
         kind = frame["type"]
         if kind == RUN_START:
-            await self.session.start(frame["pipeline"], frame["input"], frame.get("ref"))
+            await self.session.start(
+                frame["pipeline"], frame["input"], frame.get("ref"), frame.get("conversation")
+            )
         elif kind == RUN_CANCEL:
             await self.session.cancel(frame["run_id"])
         elif kind == RUN_RESUME:

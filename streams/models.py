@@ -94,6 +94,14 @@ class PipelineTask(models.Model):
     timeout_s = models.FloatField(null=True, blank=True, help_text="Seconds; empty for the default.")
     max_tokens = models.PositiveIntegerField(null=True, blank=True)
     temperature = models.FloatField(null=True, blank=True)
+    fallbacks = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="[provider, model] pairs tried in turn if the task fails before its first token.",
+    )
+    history_messages = models.BooleanField(
+        default=False, help_text="Send the conversation's earlier turns as chat messages before the prompt."
+    )
 
     class Meta:
         """Delivery order; a key names one task of its pipeline."""
@@ -120,6 +128,8 @@ class PipelineTask(models.Model):
             timeout_s=self.timeout_s,
             max_tokens=self.max_tokens,
             temperature=self.temperature,
+            fallbacks=tuple(tuple(route) for route in self.fallbacks or ()),
+            history_messages=self.history_messages,
         )
 
 

@@ -144,7 +144,8 @@ def parse_start(request) -> dict:
     for name in ("pipeline", "input"):
         if name not in data:
             raise ClientError("bad_request", f"missing field {name!r}")
-        if not isinstance(data[name], str):
+    for name in ("pipeline", "input", "conversation"):
+        if name in data and not isinstance(data[name], str):
             raise ClientError("bad_request", f"field {name!r} must be str")
     return data
 
@@ -181,7 +182,9 @@ async def stream_view(request):
         owner = await _owner(request, uuid.uuid4().hex)
         data = parse_start(request)
         stream.session.owner = owner
-        plan = await stream.session.prepare(data["pipeline"], data["input"])
+        plan = await stream.session.prepare(
+            data["pipeline"], data["input"], conversation=data.get("conversation")
+        )
     except ClientError as exc:
         return error_response(exc)
     stream.watch(plan.run_id, 0)

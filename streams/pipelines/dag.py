@@ -36,6 +36,8 @@ TASK_FIELDS = (
     "timeout_s",
     "max_tokens",
     "temperature",
+    "fallbacks",
+    "history_messages",
 )
 
 
@@ -63,6 +65,10 @@ def task_from_fields(fields: Mapping[str, Any]) -> TaskSpec:
     values = {name: fields[name] for name in TASK_FIELDS if name in fields}
     if "depends_on" in values:
         values["depends_on"] = tuple(values["depends_on"] or ())
+    if "fallbacks" in values:
+        values["fallbacks"] = tuple(tuple(route) for route in values["fallbacks"] or ())
+    if values.get("history_messages") is None:
+        values.pop("history_messages", None)
     return TaskSpec(**values)
 
 
@@ -106,9 +112,16 @@ def _check_task_fields(task: TaskSpec, providers: set[str], templates: Templates
     """Problems of one task that need no other task to see."""
     name = f"task {task.key!r}"
     errors = []
+    configured = ", ".join(sorted(providers)) or "none"
     if task.provider not in providers:
-        configured = ", ".join(sorted(providers)) or "none"
         errors.append(f"{name}: unknown provider {task.provider!r} (configured: {configured})")
+    for index, route in enumerate(task.fallbacks):
+        if not (isinstance(route, tuple) and len(route) == 2 and all(isinstance(v, str) for v in route)):
+            errors.append(f"{name}: fallbacks[{index}] must be a [provider, model] pair")
+        elif route[0] not in providers:
+            errors.append(
+                f"{name}: fallbacks[{index}]: unknown provider {route[0]!r} (configured: {configured})"
+            )
     for field in ("system", "prompt"):
         template = getattr(task, field)
         problem = templates.check_template(template)

@@ -45,6 +45,8 @@ TASK_KINDS = {
     "timeout_s": "number?",
     "max_tokens": "integer?",
     "temperature": "number?",
+    "fallbacks": "routes",
+    "history_messages": "boolean",
 }
 
 # Column sizes, checked here because SQLite would not refuse a longer value and Postgres would.
@@ -98,6 +100,17 @@ def _check_value(path: str, kind: str, value: Any) -> list[str]:
             for i, item in enumerate(value)
             if not isinstance(item, str)
         ]
+    elif kind == "routes":
+        if not isinstance(value, list):
+            return [f"{path}: expected a list of [provider, model] pairs, got {_kind(value)}"]
+        return [
+            f"{path}[{i}]: expected a [provider, model] pair of strings"
+            for i, item in enumerate(value)
+            if not (isinstance(item, list) and len(item) == 2 and all(isinstance(v, str) for v in item))
+        ]
+    elif kind == "boolean":
+        ok = isinstance(value, bool)
+        expected = "true or false"
     elif kind == "integer":
         ok = isinstance(value, int) and not isinstance(value, bool)
         expected = "an integer or null"
@@ -224,10 +237,16 @@ def check_pipelines(data: Any, providers: Iterable[str] | None = None) -> list[s
     return []
 
 
-def _task_values(position: int, task) -> dict[str, Any]:
-    """Column values of a task row for a TaskSpec at `position`."""
-    values = {name: getattr(task, name) for name in TASK_FIELDS}
+def _task_values(position: int, task, task_model) -> dict[str, Any]:
+    """Column values of a task row for a TaskSpec at `position`.
+
+    Only the fields the model has: a data migration's historical model may predate some.
+    """
+    columns = {f.name for f in task_model._meta.get_fields()}
+    values = {name: getattr(task, name) for name in TASK_FIELDS if name in columns}
     values["depends_on"] = list(task.depends_on)
+    if "fallbacks" in values:
+        values["fallbacks"] = [list(route) for route in task.fallbacks]
     values["position"] = position
     return values
 
@@ -240,7 +259,9 @@ def _apply(spec: PipelineSpec, pipeline_model, task_model, alias: str) -> str:
             slug=spec.slug, name=spec.name, description=spec.description
         )
         for position, task in enumerate(spec.tasks):
-            task_model.objects.using(alias).create(pipeline=pipeline, **_task_values(position, task))
+            task_model.objects.using(alias).create(
+                pipeline=pipeline, **_task_values(position, task, task_model)
+            )
         return f"{spec.slug}: created with {len(spec.tasks)} task(s)"
 
     pipeline_changes = [f for f in ("name", "description") if getattr(pipeline, f) != getattr(spec, f)]
@@ -252,7 +273,7 @@ def _apply(spec: PipelineSpec, pipeline_model, task_model, alias: str) -> str:
         task_model.objects.using(alias).filter(pk__in=removed).delete()
     added = changed = 0
     for position, task in enumerate(spec.tasks):
-        values = _task_values(position, task)
+        values = _task_values(position, task, task_model)
         row = existing.get(task.key)
         if row is None:
             task_model.objects.using(alias).create(pipeline=pipeline, **values)
@@ -311,7 +332,9 @@ def export_pipelines(*, pipeline_model=None, task_model=None, using: str = "defa
                 "description": pipeline.description,
                 "tasks": [
                     {
-                        name: list(t.depends_on or []) if name == "depends_on" else getattr(t, name)
+                        name: list(getattr(t, name) or [])
+                        if name in ("depends_on", "fallbacks")
+                        else getattr(t, name)
                         for name in TASK_FIELDS
                     }
                     for t in tasks

@@ -17,6 +17,10 @@ class TaskSpec:
     timeout_s: float | None = None
     max_tokens: int | None = None
     temperature: float | None = None
+    # (provider, model) routes tried in order when the task fails before its first token.
+    fallbacks: tuple[tuple[str, str], ...] = ()
+    # The conversation's earlier turns as chat messages before the prompt (else only {{ history }}).
+    history_messages: bool = False
 
 
 @dataclass(frozen=True)
@@ -37,7 +41,9 @@ class PipelineSpec:
 def task_defaults() -> dict:
     """Each TaskSpec field's default: the one home of task defaults (files and models use it)."""
     return {
-        f.name: list(f.default) if isinstance(f.default, tuple) else f.default
+        f.name: [list(x) if isinstance(x, tuple) else x for x in f.default]
+        if isinstance(f.default, tuple)
+        else f.default
         for f in fields(TaskSpec)
         if f.default is not MISSING
     }

@@ -100,7 +100,7 @@ class AnthropicProvider(SSEProvider):
         params: dict[str, Any] = {
             "model": request.model,
             "max_tokens": request.max_tokens or self.default_max_tokens,
-            "messages": [{"role": "user", "content": request.prompt}],
+            "messages": [*request.history, {"role": "user", "content": request.prompt}],
             "stream": True,
         }
         if request.system:

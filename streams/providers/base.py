@@ -14,6 +14,9 @@ class LLMRequest:
     system: str = ""
     max_tokens: int | None = None
     temperature: float | None = None
+    # Earlier turns as chat messages ({"role": "user"|"assistant", "content"}), oldest first,
+    # sent before the prompt (a task set to receive its conversation's history this way).
+    history: tuple[dict, ...] = ()
 
 
 @dataclass(frozen=True)

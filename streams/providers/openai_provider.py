@@ -77,6 +77,7 @@ class OpenAIProvider(SSEProvider):
         messages = []
         if request.system:
             messages.append({"role": "system", "content": request.system})
+        messages.extend(request.history)
         messages.append({"role": "user", "content": request.prompt})
         params: dict[str, Any] = {"model": request.model, "messages": messages, "stream": True}
         if self.include_usage:

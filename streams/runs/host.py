@@ -13,6 +13,7 @@ from django.conf import settings
 from .. import logs
 from ..pipelines.specs import PipelineSpec
 from ..protocol import INTERNAL, LAYER_UNAVAILABLE, Frame
+from ..records.conversations import History
 from ..records.recorder import RecordingSink, RunRecorder
 from ..store import LAYER_ERRORS
 from ..store.publisher import RunPublisher, control_group
@@ -31,7 +32,7 @@ class HostedRun:
     spec: PipelineSpec
     pump: RunPump
     recorder: RunRecorder
-    history: str = ""  # the conversation's earlier turns, for {{ history }}
+    history: History = field(default_factory=History)  # the conversation's earlier turns
     watchers: int = 1
     task: asyncio.Task | None = None
     exec_task: asyncio.Task | None = None
@@ -62,7 +63,7 @@ class RunHost:
         on_layer_failure: Callable[[list[Frame]], None] | None = None,
         *,
         conversation: str | None = None,
-        history: str = "",
+        history: History | None = None,
     ) -> None:
         """Record the run, then start its tasks and its sender."""
         cfg = settings.STREAMS
@@ -90,7 +91,7 @@ class RunHost:
             progress_interval_s=cfg["PROGRESS_INTERVAL_S"],
             coalesce_window_s=cfg["COALESCE_WINDOW_S"],
         )
-        run = HostedRun(run_id, spec, pump, recorder, history)
+        run = HostedRun(run_id, spec, pump, recorder, history or History())
         if on_layer_failure is not None:
             run.on_layer_failure.add(on_layer_failure)
         self.runs[run_id] = run

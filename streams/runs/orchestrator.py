@@ -11,7 +11,9 @@ from .. import logs
 from ..pipelines.prompts import render_prompt
 from ..pipelines.specs import PipelineSpec, TaskSpec
 from ..providers import LLMRequest, Provider, ProviderError, Usage, get_provider
+from ..providers.fallback import stream_with_fallbacks
 from ..records import metrics
+from ..records.conversations import History
 
 logger = logging.getLogger(__name__)
 
@@ -42,12 +44,14 @@ async def execute(
     *,
     default_timeout_s: float,
     providers: Callable[[str], Provider] = get_provider,
-    history: str = "",
+    history: History | None = None,
 ) -> dict[str, str]:
     """Run every task of `spec`; return the outputs of the tasks that completed.
 
-    `history` is the conversation's earlier turns as text, for `{{ history }}`.
+    `history` is the conversation's earlier turns: as text for `{{ history }}`, and as chat
+    messages before the prompt of a task set to receive them (`history_messages`).
     """
+    history = history or History()
     outputs: dict[str, str] = {}
     done: dict[str, asyncio.Future[bool]] = {
         t.key: asyncio.get_running_loop().create_future() for t in spec.tasks
@@ -66,9 +70,10 @@ async def execute(
             context = {
                 "input": user_input,
                 "outputs": {k: outputs[k] for k in task.depends_on},
-                "history": history,
+                "history": history.text,
             }
-            text, stats = await _stream_task(task, context, sink, default_timeout_s, providers)
+            turns = tuple(history.messages) if task.history_messages else ()
+            text, stats = await _stream_task(task, context, turns, sink, default_timeout_s, providers)
         except TaskFailed as exc:
             logger.warning("task failed: %s: %s", exc.code, exc.message)
             sink.finished(task.key, error={"code": exc.code, "message": exc.message})
@@ -89,6 +94,7 @@ async def execute(
 async def _stream_task(
     task: TaskSpec,
     context: dict,
+    turns: tuple[dict, ...],
     sink: Sink,
     default_timeout_s: float,
     providers: Callable[[str], Provider],
@@ -102,6 +108,7 @@ async def _stream_task(
             system=render_prompt(task.system, **context) if task.system else "",
             max_tokens=task.max_tokens,
             temperature=task.temperature,
+            history=turns,
         )
     except Exception as exc:  # a template that validated but failed on this input
         logger.warning("task %s: prompt rendering failed: %s", task.key, exc)
@@ -112,9 +119,15 @@ async def _stream_task(
     timeout_s = task.timeout_s or default_timeout_s
     try:
         async with asyncio.timeout(timeout_s):
-            provider = providers(task.provider)
+            # Fallbacks wrap the stream only where configured: it costs a generator hop a piece.
+            if task.fallbacks:
+                routed = stream_with_fallbacks(
+                    (task.provider, task.model), task.fallbacks, request, providers
+                )
+            else:
+                routed = providers(task.provider).stream(request)
             with metrics.upstream(task.provider):
-                async with aclosing(provider.stream(request)) as stream:
+                async with aclosing(routed) as stream:
                     async for piece in stream:
                         if isinstance(piece, Usage):
                             usage = piece
@@ -142,7 +155,10 @@ async def _stream_task(
     except Exception:
         logger.exception("task %s: provider %s failed", task.key, task.provider)
         raise TaskFailed("internal", "the task failed unexpectedly; see the server log") from None
-    return "".join(parts), _stats(begin, first, parts, usage)
+    stats = _stats(begin, first, parts, usage)
+    if task.fallbacks:
+        stats.update(routed.stats())  # the route that served: provider, model, fallbacks_tried
+    return "".join(parts), stats
 
 
 def _stats(begin: float, first: float | None, parts: list[str], usage: Usage | None) -> dict:

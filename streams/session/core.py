@@ -27,6 +27,7 @@ from ..protocol import (
     ClientError,
     Frame,
 )
+from ..records.conversations import Turn, start_turn
 from ..runs.host import get_host
 from ..runs.recovery import end_if_orphaned
 from ..runs.relay import RunRelay
@@ -53,6 +54,7 @@ class StartPlan:
     run_id: str
     spec: PipelineSpec
     user_input: str
+    turn: Turn  # the conversation it continues (or opens) and the history before it
     accepted: Frame
 
 
@@ -89,24 +91,28 @@ class RunSession:
 
     # --- starting, resuming, cancelling -------------------------------------------------------
 
-    async def prepare(self, pipeline: str, user_input: str, ref: str | None = None) -> StartPlan:
-        """Check a run.start (limits, input, pipeline) without starting anything."""
+    async def prepare(
+        self, pipeline: str, user_input: str, ref: str | None = None, conversation: str | None = None
+    ) -> StartPlan:
+        """Check a run.start (limits, input, pipeline, conversation) without starting anything."""
         if self._max_runs is not None and len(self.started) >= self._max_runs:
             raise ClientError(TOO_MANY_RUNS, "too many runs in flight on this connection", ref)
         check_input(user_input, settings.STREAMS["MAX_INPUT_CHARS"], ref)
         spec = await aload_spec(pipeline)
         if spec is None or not spec.tasks:
             raise ClientError(UNKNOWN_PIPELINE, f"no runnable pipeline {pipeline!r}", ref)
+        turn = await start_turn(self.owner, conversation, ref)
         run_id = uuid.uuid4().hex
         accepted: Frame = {
             "type": RUN_ACCEPTED,
             "run_id": run_id,
             "pipeline": spec.slug,
+            "conversation": turn.conversation,
             "tasks": [{"key": t.key, "title": t.title} for t in spec.tasks],
         }
         if self._echo_ref:
             accepted["ref"] = ref
-        return StartPlan(run_id, spec, user_input, accepted)
+        return StartPlan(run_id, spec, user_input, turn, accepted)
 
     async def launch(self, plan: StartPlan, *, announce: bool = True, on_layer_failure=None) -> None:
         """Join the run's group, announce it (run.accepted), then start it on this process's host."""
@@ -125,6 +131,8 @@ class RunSession:
             plan.user_input,
             self.owner,
             on_layer_failure=on_layer_failure or self.layer_failed,
+            conversation=plan.turn.conversation,
+            history=plan.turn.history,
         )
         try:
             # The run belongs to the host, not to this client: its tasks start in an empty
@@ -136,9 +144,11 @@ class RunSession:
             self._forget(run_id)
             raise
 
-    async def start(self, pipeline: str, user_input: str, ref: str | None = None) -> str:
+    async def start(
+        self, pipeline: str, user_input: str, ref: str | None = None, conversation: str | None = None
+    ) -> str:
         """Check and start a run; return its id."""
-        plan = await self.prepare(pipeline, user_input, ref)
+        plan = await self.prepare(pipeline, user_input, ref, conversation)
         await self.launch(plan)
         return plan.run_id
 

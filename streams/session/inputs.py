@@ -10,7 +10,12 @@ __all__ = ["ClientError", "check_input", "parse_client_frame"]
 
 # Field name -> (accepted types, required) for each client frame type.
 SCHEMAS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
-    RUN_START: {"pipeline": ((str,), True), "input": ((str,), True), "ref": ((str,), False)},
+    RUN_START: {
+        "pipeline": ((str,), True),
+        "input": ((str,), True),
+        "ref": ((str,), False),
+        "conversation": ((str,), False),
+    },
     RUN_CANCEL: {"run_id": ((str,), True)},
     RUN_RESUME: {"run_id": ((str,), True), "after_seq": ((int,), True)},
     PING: {},

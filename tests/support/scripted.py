@@ -14,6 +14,7 @@ class Call:
     model: str
     prompt: str
     opened: float
+    history: tuple = ()
     closed: float | None = None
     tokens_sent: int = 0
 
@@ -35,7 +36,7 @@ class ScriptedProvider:
     async def stream(self, request: LLMRequest):
         """Stream per the model name; record the close."""
         spec, _, ttft = request.model.partition("@")
-        call = Call(request.model, request.prompt, time.monotonic())
+        call = Call(request.model, request.prompt, time.monotonic(), request.history)
         self.calls.append(call)
         try:
             if ttft:
