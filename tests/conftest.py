@@ -10,6 +10,9 @@ from channels.layers import channel_layers
 from streams import providers, runlog
 from tests.support import scripted
 
+# Session fixtures of the real llama.cpp server (llama_server, interrupting_llama_server).
+pytest_plugins = ["tests.support.llama_server"]
+
 REDIS_URL = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
 
 
