@@ -182,10 +182,10 @@ LONG_PROMPT = "Write a long story about a dragon who learns to bake bread."
 LONG_TOKENS = 256
 
 
-async def _interrupt_with_a_second_request(server, first_text: asyncio.Event) -> asyncio.Task:
+async def _interrupt_with_a_second_request(server, first_text: asyncio.Event) -> tuple[str, list]:
     """Once the first stream has text, send a short second request (which cuts the first short)."""
     await first_text.wait()
-    return asyncio.create_task(direct(server, "", "Say hi.", max_tokens=4))
+    return await direct(server, "", "Say hi.", max_tokens=4)
 
 
 async def test_an_interrupted_stream_ends_with_done_and_no_finish_reason_on_the_wire(
@@ -220,7 +220,7 @@ async def test_an_interrupted_stream_ends_with_done_and_no_finish_reason_on_the_
             body_cut = True
         finally:
             first_text.set()
-    second_text, second_reasons = await (await second)
+    second_text, second_reasons = await second
 
     assert data[-1] == "[DONE]"
     chunks = [json.loads(d) for d in data[:-1]]
@@ -251,7 +251,7 @@ async def test_the_provider_never_reports_an_interrupted_answer_as_complete(inte
         out.error = exc
     finally:
         first_text.set()  # a stream that failed before any text must not leave the second waiting
-        await (await second)
+        await second
         await provider.aclose()
     assert out.text.strip(), "text arrived before the cut"
     assert out.error is not None, f"an interrupted answer was reported complete: {out.text!r}"
