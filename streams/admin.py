@@ -158,3 +158,7 @@ class PipelineAdmin(admin.ModelAdmin):
     def task_count(self, obj: Pipeline) -> int:
         """Number of tasks."""
         return obj.num_tasks
+
+
+# API keys (streams/access/admin.py) register themselves on import.
+from .access import admin as _access_admin  # noqa: E402, F401
