@@ -11,8 +11,9 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from redis.exceptions import RedisError
 
+from .access.quotas import ResumeCounter, get_quotas
 from .catalog import aload_spec
-from .frames import ClientError, TokenBucket, owner_of, parse_client_frame
+from .frames import ClientError, TokenBucket, parse_client_frame
 from .gate import Frame
 from .host import get_host, run_group
 from .recovery import end_if_orphaned
@@ -49,14 +50,11 @@ class StreamConsumer(AsyncWebsocketConsumer):
         raise StopConsumer()
 
     async def connect(self):
-        """Accept the handshake, unless anonymous use is off and nobody is logged in."""
+        """Accept the handshake (streams.access.middleware has admitted it and says who it is)."""
         self.cfg = settings.STREAMS
-        user = self.scope.get("user")
-        if not self.cfg["ALLOW_ANONYMOUS"] and not (user and user.is_authenticated):
-            await self.close(code=4401)
-            return
-        session = self.scope.get("session")
-        self.owner = owner_of(user, session.session_key if session else None, self.channel_name)
+        self.client = self.scope["streams_client"]
+        self.owner = self.client.owner_for(self.channel_name)
+        self.resumes = ResumeCounter(self.cfg["MAX_RESUMES_PER_RUN"])
         self.watching: dict[str, RunRelay] = {}
         self.started: set[str] = set()  # runs this connection started and that are not over
         self.watchdog: asyncio.Task | None = None
@@ -92,6 +90,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
                 text_data,
                 max_bytes=self.cfg["MAX_FRAME_BYTES"],
                 max_input_chars=self.cfg["MAX_INPUT_CHARS"],
+                max_ping_bytes=self.cfg["MAX_PING_BYTES"],
             )
             ref = frame.get("ref")
             handler = {
@@ -127,6 +126,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
         if spec is None or not spec.tasks:
             raise ClientError("unknown_pipeline", f"no runnable pipeline {frame['pipeline']!r}")
         run_id = uuid.uuid4().hex
+        quota = await get_quotas().start_run(self.client.quota_owner, run_id)
         # Join the group first: no frame of the run may be published before we listen.
         await self.channel_layer.group_add(run_group(run_id), self.channel_name)
         self._watch(RunRelay(run_id, 0, self.send_json))
@@ -142,12 +142,13 @@ class StreamConsumer(AsyncWebsocketConsumer):
         )
         try:
             await get_host().start(
-                run_id, spec, frame["input"], self.owner, on_layer_failure=self._layer_failed
+                run_id, spec, frame["input"], self.owner, on_layer_failure=self._layer_failed, quota=quota
             )
         except BaseException:
             # Not started (Redis down, or the socket closing): it must not count as in flight.
             self.watching.pop(run_id, None)
             self.started.discard(run_id)
+            quota.release_soon()
             raise
 
     async def cancel_run(self, frame: dict) -> None:
@@ -162,6 +163,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
         """Re-send the run's frames after `after_seq`, then continue live."""
         run_id, after = frame["run_id"], frame["after_seq"]
         await self._check_owner(run_id)
+        self.resumes.count(run_id)
         if run_id not in self.watching:
             await self.channel_layer.group_add(run_group(run_id), self.channel_name)
             await get_host().attach(run_id)

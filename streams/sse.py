@@ -28,8 +28,9 @@ from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 from redis.exceptions import RedisError
 
+from .access.http import admit, hold
 from .catalog import aload_spec
-from .frames import ClientError, check_input, owner_of
+from .frames import ClientError, check_input, check_pipeline, loads_checked, valid_run_id
 from .gate import Frame
 from .host import get_host, run_group
 from .recovery import end_if_orphaned
@@ -41,16 +42,21 @@ logger = logging.getLogger(__name__)
 # HTTP status of each protocol error code the SSE views answer with.
 STATUS = {
     "bad_request": 400,
-    "unauthorized": 403,  # session auth has no WWW-Authenticate scheme, so not 401
+    "unauthorized": 401,
+    "forbidden": 403,
     "unknown_pipeline": 404,
     "unknown_run": 404,
     "too_large": 413,
+    "too_many_runs": 429,
+    "rate_limited": 429,
     "layer_unavailable": 503,
 }
 # Cleanup on close must not hang on a dead Redis (daphne kills the app 10 s after disconnect).
 CLOSE_TIMEOUT_S = 5.0
 # Longest run id looked up; server-made ids are 32 hex digits.
 MAX_RUN_ID = 128
+# Longest Last-Event-ID read: a seq is a 64-bit number (int() of thousands of digits is refused).
+MAX_EVENT_ID_DIGITS = 19
 # Every line break an SSE parser splits on: CRLF, lone CR and LF.
 LINE_BREAK = re.compile(r"\r\n|\r|\n")
 PING = b": ping\n\n"
@@ -99,9 +105,12 @@ def _json(data: dict) -> str:
 
 
 def error_response(exc: ClientError, status: int | None = None) -> JsonResponse:
-    """The JSON answer to a refused request: {"error": {"code", "message"}}."""
+    """The JSON answer to a refused request: {"error": {"code", "message"}}, with the refusal's headers."""
     body = {"error": {"code": exc.code, "message": exc.message}}
-    return JsonResponse(body, status=status or STATUS.get(exc.code, 400))
+    response = JsonResponse(body, status=status or getattr(exc, "status", None) or STATUS.get(exc.code, 400))
+    for name, value in getattr(exc, "headers", {}).items():
+        response[name] = value
+    return response
 
 
 def _not_allowed(allowed: str) -> JsonResponse:
@@ -109,16 +118,6 @@ def _not_allowed(allowed: str) -> JsonResponse:
     response = error_response(ClientError("bad_request", f"use {allowed}"), status=405)
     response["Allow"] = allowed
     return response
-
-
-async def _client(request) -> tuple[object, str | None]:
-    """The request's user and session key; refuse the anonymous when anonymous use is off."""
-    user = await request.auser() if hasattr(request, "auser") else None
-    authenticated = bool(user is not None and user.is_authenticated)
-    if not settings.STREAMS["ALLOW_ANONYMOUS"] and not authenticated:
-        raise ClientError("unauthorized", "log in first (anonymous use is switched off)")
-    session = getattr(request, "session", None)
-    return user, session.session_key if session is not None else None
 
 
 def parse_start(request) -> dict:
@@ -138,8 +137,8 @@ def parse_start(request) -> dict:
     if len(body) > limit:
         raise ClientError("too_large", f"body is larger than {limit} bytes")
     try:
-        data = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+        data = loads_checked(body.decode("utf-8"))
+    except UnicodeDecodeError:
         raise ClientError("bad_request", "body is not valid JSON") from None
     if not isinstance(data, dict):
         raise ClientError("bad_request", "body must be a JSON object")
@@ -148,6 +147,7 @@ def parse_start(request) -> dict:
             raise ClientError("bad_request", f"missing field {name!r}")
         if not isinstance(data[name], str):
             raise ClientError("bad_request", f"field {name!r} must be str")
+    check_pipeline(data["pipeline"])
     check_input(data["input"], cfg["MAX_INPUT_CHARS"])
     return data
 
@@ -157,8 +157,8 @@ def parse_last_event_id(request) -> int:
     raw = request.headers.get("Last-Event-ID", "").strip()
     if not raw:
         return 0
-    if not raw.isascii() or not raw.isdigit():
-        raise ClientError("bad_request", "Last-Event-ID must be a non-negative integer")
+    if not raw.isascii() or not raw.isdigit() or len(raw) > MAX_EVENT_ID_DIGITS:
+        raise ClientError("bad_request", "Last-Event-ID must be a non-negative 64-bit integer")
     return int(raw)
 
 
@@ -171,24 +171,28 @@ def sse_response(events: AsyncIterator[bytes], run_id: str) -> StreamingHttpResp
     return response
 
 
-# CSRF: this is an API for non-browser clients. A browser's cross-site POST carries no
-# session cookie (Django's default SameSite=Lax), so it can neither act as the visitor
-# nor, with anonymous use off, pass as logged in.
+# CSRF: no token, as this is an API for non-browser clients; instead admit() refuses any
+# cross-site request (Origin, Sec-Fetch-Site) and any body that is not application/json,
+# which a page cannot send cross-origin without a CORS preflight that is never granted.
 @csrf_exempt
 async def stream_view(request):
     """POST /stream: start a run of a pipeline and stream its frames as SSE."""
     if request.method != "POST":
         return _not_allowed("POST")
+    run_id = uuid.uuid4().hex
     try:
-        user, session_key = await _client(request)
+        client = await admit(request, start=True)
         data = parse_start(request)
         spec = await aload_spec(data["pipeline"])
         if spec is None or not spec.tasks:
             raise ClientError("unknown_pipeline", f"no runnable pipeline {data['pipeline']!r}")
+        held = await hold(client, run_id)
     except ClientError as exc:
         return error_response(exc)
-    run_id = uuid.uuid4().hex
-    owner = owner_of(user, session_key, run_id)
+    except (RedisError, OSError) as exc:
+        logger.warning("start of a run failed, layer unavailable: %s", exc)
+        return error_response(ClientError("layer_unavailable", "the message layer is unavailable; retry"))
+    owner = client.owner_for(run_id)
     accepted = {
         "type": "run.accepted",
         "run_id": run_id,
@@ -200,13 +204,15 @@ async def stream_view(request):
     async def start() -> None:
         # The run belongs to the host, not to this request: its tasks start in an empty
         # context, so they never use (and never revive) this request's sync thread.
-        begin = get_host().start(run_id, spec, data["input"], owner, on_layer_failure=stream.layer_failed)
+        begin = get_host().start(
+            run_id, spec, data["input"], owner, on_layer_failure=stream.layer_failed, quota=held.run
+        )
         await asyncio.create_task(begin, context=contextvars.Context())
 
     # The unordered run.accepted goes first, without id: it tells the client the run id
     # (also in X-Run-Id) and makes daphne send the headers at once.
     first = encode_event("run.accepted", _json(accepted))
-    return sse_response(stream.events(first, start, resume=False), run_id)
+    return sse_response(held.wrap(stream.events(first, start, resume=False)), run_id)
 
 
 @csrf_exempt  # only GET is served; any other method gets the JSON 405, not an HTML CSRF page
@@ -215,12 +221,12 @@ async def resume_view(request, run_id: str):
     if request.method != "GET":
         return _not_allowed("GET")
     try:
-        user, session_key = await _client(request)
-        after = parse_last_event_id(request)
+        after = parse_last_event_id(request)  # first: a malformed header is the client's bug alone
+        client = await admit(request, start=False)
         log = get_run_log()
-        owner = owner_of(user, session_key, uuid.uuid4().hex)
+        owner = client.owner_for(uuid.uuid4().hex)
         # A foreign run gets the same answer as a missing one: run ids are not confirmed.
-        if len(run_id) > MAX_RUN_ID or await owned_meta(run_id, owner) is None:
+        if not valid_run_id(run_id) or await owned_meta(run_id, owner) is None:
             raise ClientError("unknown_run", f"no run {run_id[:MAX_RUN_ID]!r}")
         if after > 0:
             rest = await log.read(run_id, after - 1)
@@ -229,6 +235,7 @@ async def resume_view(request, run_id: str):
             if rest and rest[0]["seq"] <= after and rest[0]["type"] in END_TYPES:
                 # The client has the run's last frame: 204 also stops EventSource reconnecting.
                 return HttpResponse(status=204)
+        held = await hold(client)
     except ClientError as exc:
         return error_response(exc)
     except (RedisError, OSError) as exc:
@@ -240,7 +247,7 @@ async def resume_view(request, run_id: str):
         await get_host().attach(run_id)
 
     first = f": resume {_field(run_id)} after {after}\n\n".encode()
-    return sse_response(stream.events(first, attach, resume=True), run_id)
+    return sse_response(held.wrap(stream.events(first, attach, resume=True)), run_id)
 
 
 # --- the stream ---------------------------------------------------------------------------

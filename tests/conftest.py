@@ -8,6 +8,7 @@ import pytest
 from channels.layers import channel_layers
 
 from streams import providers, runlog
+from streams.access import keys, quotas
 from tests.support import scripted
 
 REDIS_URL = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
@@ -28,6 +29,8 @@ def reset_streams_state() -> None:
     channel_layers.backends.clear()
     runlog.reset_run_log()
     providers.reset()
+    quotas.reset_quotas()
+    keys.forget_keys()
 
 
 async def close_streams_state() -> None:
@@ -43,6 +46,7 @@ async def close_streams_state() -> None:
     elif hasattr(layer, "close_pools"):
         await layer.close_pools()
     await runlog.get_run_log().aclose()
+    await quotas.get_quotas().aclose()
     reset_streams_state()
 
 
