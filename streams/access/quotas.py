@@ -38,6 +38,8 @@ WINDOW_S = 60.0
 BUSY_RETRY_AFTER_S = 2
 
 RUNS, STARTS, CONNECTIONS = "runs", "starts", "conns"
+# Releases under way from sync code: the loop keeps only weak references to tasks.
+_releasing: set[asyncio.Task] = set()
 
 
 class LimitExceeded(ClientError):
@@ -97,7 +99,9 @@ class Slot:
     def release_soon(self) -> None:
         """release() from sync code, in the running loop."""
         if not self.released:
-            asyncio.get_running_loop().create_task(self.release())
+            task = asyncio.get_running_loop().create_task(self.release())
+            _releasing.add(task)
+            task.add_done_callback(_releasing.discard)
 
 
 class _Renewals:
