@@ -56,7 +56,10 @@ async def slow(scripted_provider, make_pipeline):
 
 
 async def owner_of_run(comm, pipeline: str) -> str:
+    """Start a run; the owner its host recorded (by its first ordered frame, the record exists)."""
     run_id = (await start(comm, pipeline))["run_id"]
+    while "seq" not in await recv(comm):
+        pass
     return (await get_run_log().get_meta(run_id))["owner"]
 
 
