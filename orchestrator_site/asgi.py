@@ -6,15 +6,19 @@ import os
 from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "orchestrator_site.settings")
+from orchestrator_site.security import require_secret_key
+
+# A server must not start with the public default key (unless DEBUG or DJANGO_INSECURE_LOCAL).
+require_secret_key()
 # Django must be set up before anything imports models or consumers.
 django_asgi_app = get_asgi_application()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
+from streams.access.middleware import AccessMiddleware, ClientMiddleware  # noqa: E402
 from streams.routing import websocket_urlpatterns  # noqa: E402
 
 # The chat page's JS and CSS, served by the app itself unless a proxy serves STATIC_ROOT.
@@ -23,7 +27,10 @@ http_app = ASGIStaticFilesHandler(django_asgi_app) if settings.SERVE_STATIC else
 application = ProtocolTypeRouter(
     {
         "http": http_app,
-        "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+        # Origin / API key, then session and user, then identity, anonymous rule, connection quota.
+        "websocket": AccessMiddleware(
+            AuthMiddlewareStack(ClientMiddleware(URLRouter(websocket_urlpatterns)))
+        ),
     }
 )
 

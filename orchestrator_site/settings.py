@@ -30,17 +30,42 @@ def env_int(name: str, default: int) -> int:
     return default if value in (None, "") else int(value)
 
 
+def env_list(name: str, default: str = "") -> list[str]:
+    """Read a comma-separated list."""
+    return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
+
+
 DEBUG = env_bool("DJANGO_DEBUG", False)
-# The embedded default key is only good for local runs; deployments must set DJANGO_SECRET_KEY.
-SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY") or "insecure-local-only-key-set-DJANGO_SECRET_KEY"
+# The embedded default key is public: the ASGI application refuses to start with it
+# (orchestrator_site/security.py) unless DEBUG is on or DJANGO_INSECURE_LOCAL=1 (scripts/run
+# sets it when no key is given; the tests' settings set INSECURE_LOCAL).
+DEFAULT_SECRET_KEY = "insecure-local-only-key-set-DJANGO_SECRET_KEY"
+SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY") or DEFAULT_SECRET_KEY
+INSECURE_LOCAL = env_bool("DJANGO_INSECURE_LOCAL", False)
 ALLOWED_HOSTS = [
     h.strip()
     for h in os.environ.get("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]").split(",")
     if h.strip()
 ]
-CSRF_TRUSTED_ORIGINS = [
-    o.strip() for o in os.environ.get("DJANGO_CSRF_TRUSTED_ORIGINS", "").split(",") if o.strip()
-]
+CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS")
+
+# --- TLS deployments (docs/deployment.md): all off by default, for plain-HTTP local runs ---
+# Cookies only over HTTPS.
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", False)
+# Strict-Transport-Security max-age in seconds (0: no header).
+SECURE_HSTS_SECONDS = env_int("DJANGO_HSTS_SECONDS", 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("DJANGO_HSTS_PRELOAD", False)
+# Redirect plain HTTP to HTTPS.
+SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", False)
+# Behind a TLS-terminating proxy that sets X-Forwarded-Proto (deploy/nginx.conf does): requests
+# with "https" there count as secure, and WebSocket origins as https (streams/access/origins.py).
+SECURE_PROXY_SSL_HEADER = (
+    ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("DJANGO_SECURE_PROXY_SSL_HEADER", False) else None
+)
+# Error pages and log lines never show a URL's password or an API key (streams/access/redact.py).
+DEFAULT_EXCEPTION_REPORTER = "streams.access.reporting.RedactingExceptionReporter"
+DEFAULT_EXCEPTION_REPORTER_FILTER = "streams.access.reporting.RedactingReporterFilter"
 
 INSTALLED_APPS = [
     "daphne",
@@ -164,8 +189,27 @@ else:
 
 # --- Streams: every knob of the streaming app, in one place -------------------------
 STREAMS = {
-    # Whether visitors without a login may start runs (off: handshake refused).
+    # Whether visitors without a login or an API key may start runs (off: handshake refused,
+    # SSE 401). Deployments on the internet turn it off (docs/deployment.md).
     "ALLOW_ANONYMOUS": env_bool("STREAMS_ALLOW_ANONYMOUS", True),
+    # Origins (scheme://host[:port], compared whole) allowed besides the app's own (the
+    # request's scheme and Host, the host in ALLOWED_HOSTS), e.g. a front end elsewhere.
+    "ALLOWED_ORIGINS": env_list("STREAMS_ALLOWED_ORIGINS"),
+    # Peers whose X-Forwarded-For is believed (addresses or networks): the proxy in front.
+    "TRUSTED_PROXIES": env_list("STREAMS_TRUSTED_PROXIES", "127.0.0.0/8,::1"),
+    # Seconds a verified (or refused) API key is remembered; a revoked key works this long.
+    "API_KEY_CACHE_S": env_float("STREAMS_API_KEY_CACHE_S", 10.0),
+    # Per owner (user, API key, session, else client address), across connections and
+    # instances (0: no cap). Runs in flight, those waiting out a resume grace included:
+    "MAX_RUNS_PER_OWNER": env_int("STREAMS_MAX_RUNS_PER_OWNER", 16),
+    # Runs started in any 60 s:
+    "MAX_RUNS_PER_MINUTE": env_int("STREAMS_MAX_RUNS_PER_MINUTE", 60),
+    # Open WebSocket connections and SSE responses:
+    "MAX_CONNECTIONS_PER_OWNER": env_int("STREAMS_MAX_CONNECTIONS_PER_OWNER", 32),
+    # Resumes of one run on one connection (each replays the run's log; 0: no cap).
+    "MAX_RESUMES_PER_RUN": env_int("STREAMS_MAX_RESUMES_PER_RUN", 10),
+    # Largest ping frame (UTF-8 bytes) that is echoed; a larger one gets error too_large.
+    "MAX_PING_BYTES": env_int("STREAMS_MAX_PING_BYTES", 1024),
     # Largest client WebSocket frame / SSE body in bytes (daphne drops > 1 MiB).
     "MAX_FRAME_BYTES": env_int("STREAMS_MAX_FRAME_BYTES", 64 * 1024),
     # Largest user input in characters.

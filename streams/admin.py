@@ -162,4 +162,6 @@ class PipelineAdmin(admin.ModelAdmin):
 
 
 # Runs and conversations (their admin lives with the records).
+# API keys (streams/access/admin.py) register themselves on import.
+from .access import admin as _access_admin  # noqa: E402, F401
 from .records import admin as records_admin  # noqa: E402, F401

@@ -9,9 +9,9 @@ from django.http import Http404, HttpResponse, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
+from .access.owners import owner_of
 from .records import metrics
 from .records.conversations import conversation_detail, owner_conversations
-from .session.owners import owner_of
 
 # Headers a reverse proxy adds: a request that carries one came from elsewhere through it,
 # however loopback its socket address looks.

@@ -13,6 +13,7 @@ class StreamsConfig(AppConfig):
         """Clear cached pipeline specs whenever a pipeline or a task is saved or deleted."""
         from django.db.models.signals import post_delete, post_save
 
+        from .access import checks  # noqa: F401  (registers the deploy checks)
         from .models import Pipeline, PipelineTask
         from .pipelines.catalog import forget_specs
 

@@ -13,7 +13,6 @@ from .protocol import LAYER_UNAVAILABLE, PING, PONG, RUN_CANCEL, RUN_RESUME, RUN
 from .session.core import QUIET_CHECK_S, RunSession
 from .session.inputs import parse_client_frame
 from .session.limits import TokenBucket
-from .session.owners import owner_of
 from .store import LAYER_ERRORS
 
 logger = logging.getLogger(__name__)
@@ -42,19 +41,17 @@ class StreamConsumer(AsyncWebsocketConsumer):
         raise StopConsumer()
 
     async def connect(self):
-        """Accept the handshake, unless anonymous use is off and nobody is logged in."""
+        """Accept the handshake (streams.access.middleware has admitted it and says who it is)."""
         self.cfg = settings.STREAMS
-        user = self.scope.get("user")
-        if not self.cfg["ALLOW_ANONYMOUS"] and not (user and user.is_authenticated):
-            await self.close(code=4401)
-            return
-        session = self.scope.get("session")
+        client = self.scope["streams_client"]
         self.session = RunSession(
-            owner_of(user, session.session_key if session else None, self.channel_name),
+            client.owner_for(self.channel_name),
             self.send_json,
             layer=self.channel_layer,
             channel=self.channel_name,
             max_runs=self.cfg["MAX_RUNS_PER_CONNECTION"],
+            quota_owner=client.quota_owner,
+            max_resumes=self.cfg["MAX_RESUMES_PER_RUN"],
             on_watch=self._ensure_watchdog,
         )
         self.watchdog: asyncio.Task | None = None
@@ -79,6 +76,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
                 text_data,
                 max_bytes=self.cfg["MAX_FRAME_BYTES"],
                 max_input_chars=self.cfg["MAX_INPUT_CHARS"],
+                max_ping_bytes=self.cfg["MAX_PING_BYTES"],
             )
             ref = frame.get("ref")
             await self._handle_frame(frame)

@@ -1,4 +1,4 @@
-"""Run context for log lines: whatever is logged while a run's code runs carries its run id and task.
+"""Log lines: the run context on each (run id and task), and no secret in any (streams/redact.py).
 
 The host sets RUN_ID in each run's main task and the orchestrator sets TASK in each task's
 coroutine; asyncio copies the context into the tasks they create, so every line logged on
@@ -9,6 +9,8 @@ formatter or a JSON handler. A caller may also pass them with `extra=`.
 import contextvars
 import json
 import logging
+
+from .redact import redact
 
 RUN_ID: contextvars.ContextVar[str] = contextvars.ContextVar("streams_run_id", default="")
 TASK: contextvars.ContextVar[str] = contextvars.ContextVar("streams_task", default="")
@@ -27,11 +29,11 @@ class RunContextFilter(logging.Filter):
 
 
 class PlainFormatter(logging.Formatter):
-    """One line per record; ` run=ID task=KEY` appended when the record belongs to a run."""
+    """One line per record, secrets masked; ` run=ID task=KEY` appended when it belongs to a run."""
 
     def format(self, record: logging.LogRecord) -> str:
         """The usual line, plus the run context."""
-        line = super().format(record)
+        line = redact(super().format(record))
         context = "".join(
             f" {name}={value}"
             for name, value in (("run", getattr(record, "run_id", "")), ("task", getattr(record, "task", "")))
@@ -44,7 +46,7 @@ class PlainFormatter(logging.Formatter):
 
 
 class JSONFormatter(logging.Formatter):
-    """One JSON object per record: time, level, logger, message, run_id, task, exception."""
+    """One JSON object per record (time, level, logger, message, run_id, task, exception), secrets masked."""
 
     def format(self, record: logging.LogRecord) -> str:
         """The record as one line of JSON."""
@@ -58,4 +60,4 @@ class JSONFormatter(logging.Formatter):
         }
         if record.exc_info:
             out["exception"] = self.formatException(record.exc_info)
-        return json.dumps(out, ensure_ascii=False)
+        return redact(json.dumps(out, ensure_ascii=False))

@@ -149,7 +149,7 @@ class Conversation(models.Model):
     """A series of runs of one owner; each run is one turn."""
 
     id = models.CharField(primary_key=True, max_length=64, default=new_conversation_id, editable=False)
-    # Same strings as run ownership (streams.session.owners.owner_of): "user:1", "session:...".
+    # Same strings as run ownership (streams.access.owners.owner_of): "user:1", "session:...".
     owner = models.CharField(max_length=200)
     title = models.CharField(max_length=200, blank=True, help_text="From the first input.")
     created = models.DateTimeField(default=timezone.now)
@@ -256,3 +256,37 @@ class RunTrace(models.Model):
     def __str__(self) -> str:
         """Whose trace."""
         return f"trace of {self.run_id}"
+
+
+class ApiKey(models.Model):
+    """A key for clients that are not browsers (`Authorization: Bearer`); only its hash is stored.
+
+    The key is `strm_<prefix>_<secret>`: the prefix finds the row with one indexed lookup,
+    then the salted scrypt hash of the whole key is compared in constant time
+    (streams/access/keys.py). Keys are made by `manage.py create_api_key`.
+    """
+
+    name = models.CharField(max_length=200)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="api_keys",
+        help_text="Runs started with the key belong to this user (empty: to the key itself).",
+    )
+    prefix = models.CharField(max_length=16, unique=True, editable=False)
+    key_hash = models.CharField(max_length=200, editable=False)
+    created = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    revoked = models.BooleanField(default=False, help_text="A revoked key is refused.")
+
+    class Meta:
+        """Newest first."""
+
+        ordering = ["-created"]
+        verbose_name = "API key"
+
+    def __str__(self) -> str:
+        """The name and the public prefix."""
+        return f"{self.name} (strm_{self.prefix}_…)"

@@ -27,10 +27,11 @@ from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from . import compat
+from .access.http import admit, hold
 from .protocol import LAYER_UNAVAILABLE, ClientError, Frame
 from .runs.host import get_host
 from .session.core import QUIET_CHECK_S, RunSession
-from .session.owners import owner_of
+from .session.inputs import check_pipeline, loads_checked, valid_run_id
 from .store import LAYER_ERRORS
 
 logger = logging.getLogger(__name__)
@@ -38,14 +39,21 @@ logger = logging.getLogger(__name__)
 # HTTP status of each protocol error code the SSE views answer with.
 STATUS = {
     "bad_request": 400,
-    "unauthorized": 403,  # session auth has no WWW-Authenticate scheme, so not 401
+    "unauthorized": 401,
+    "forbidden": 403,
     "unknown_pipeline": 404,
     "unknown_run": 404,
+    "unknown_conversation": 404,
     "too_large": 413,
+    "too_many_runs": 429,
+    "rate_limited": 429,
     "layer_unavailable": 503,
+    "unavailable": 503,
 }
 # Longest run id looked up; server-made ids are 32 hex digits.
 MAX_RUN_ID = 128
+# Longest Last-Event-ID read: a seq is a 64-bit number (int() of thousands of digits is refused).
+MAX_EVENT_ID_DIGITS = 19
 # Every line break an SSE parser splits on: CRLF, lone CR and LF.
 LINE_BREAK = re.compile(r"\r\n|\r|\n")
 PING = b": ping\n\n"
@@ -97,9 +105,12 @@ def _json(data: dict) -> str:
 
 
 def error_response(exc: ClientError, status: int | None = None) -> JsonResponse:
-    """The JSON answer to a refused request: {"error": {"code", "message"}}."""
+    """The JSON answer to a refused request: {"error": {"code", "message"}}, with the refusal's headers."""
     body = {"error": {"code": exc.code, "message": exc.message}}
-    return JsonResponse(body, status=status or STATUS.get(exc.code, 400))
+    response = JsonResponse(body, status=status or getattr(exc, "status", None) or STATUS.get(exc.code, 400))
+    for name, value in getattr(exc, "headers", {}).items():
+        response[name] = value
+    return response
 
 
 def _not_allowed(allowed: str) -> JsonResponse:
@@ -107,17 +118,6 @@ def _not_allowed(allowed: str) -> JsonResponse:
     response = error_response(ClientError("bad_request", f"use {allowed}"), status=405)
     response["Allow"] = allowed
     return response
-
-
-async def _owner(request, fallback: str) -> str:
-    """Who the request is (user, else session, else `fallback`); the anonymous are refused when
-    anonymous use is off."""
-    user = await request.auser() if hasattr(request, "auser") else None
-    authenticated = bool(user is not None and user.is_authenticated)
-    if not settings.STREAMS["ALLOW_ANONYMOUS"] and not authenticated:
-        raise ClientError("unauthorized", "log in first (anonymous use is switched off)")
-    session = getattr(request, "session", None)
-    return owner_of(user, session.session_key if session is not None else None, fallback)
 
 
 def parse_start(request) -> dict:
@@ -136,8 +136,8 @@ def parse_start(request) -> dict:
     if len(body) > limit:
         raise ClientError("too_large", f"body is larger than {limit} bytes")
     try:
-        data = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+        data = loads_checked(body.decode("utf-8"))
+    except UnicodeDecodeError:
         raise ClientError("bad_request", "body is not valid JSON") from None
     if not isinstance(data, dict):
         raise ClientError("bad_request", "body must be a JSON object")
@@ -147,6 +147,7 @@ def parse_start(request) -> dict:
     for name in ("pipeline", "input", "conversation"):
         if name in data and not isinstance(data[name], str):
             raise ClientError("bad_request", f"field {name!r} must be str")
+    check_pipeline(data["pipeline"])
     return data
 
 
@@ -155,8 +156,8 @@ def parse_last_event_id(request) -> int:
     raw = request.headers.get("Last-Event-ID", "").strip()
     if not raw:
         return 0
-    if not raw.isascii() or not raw.isdigit():
-        raise ClientError("bad_request", "Last-Event-ID must be a non-negative integer")
+    if not raw.isascii() or not raw.isdigit() or len(raw) > MAX_EVENT_ID_DIGITS:
+        raise ClientError("bad_request", "Last-Event-ID must be a non-negative 64-bit integer")
     return int(raw)
 
 
@@ -169,9 +170,9 @@ def sse_response(events: AsyncIterator[bytes], run_id: str) -> StreamingHttpResp
     return response
 
 
-# CSRF: this is an API for non-browser clients. A browser's cross-site POST carries no
-# session cookie (Django's default SameSite=Lax), so it can neither act as the visitor
-# nor, with anonymous use off, pass as logged in.
+# CSRF: no token, as this is an API for non-browser clients; instead admit() refuses any
+# cross-site request (Origin, Sec-Fetch-Site) and any body that is not application/json,
+# which a page cannot send cross-origin without a CORS preflight that is never granted.
 @csrf_exempt
 async def stream_view(request):
     """POST /stream: start a run of a pipeline and stream its frames as SSE."""
@@ -179,14 +180,19 @@ async def stream_view(request):
         return _not_allowed("POST")
     stream = RunEventStream()
     try:
-        owner = await _owner(request, uuid.uuid4().hex)
+        client = await admit(request, start=True)
         data = parse_start(request)
-        stream.session.owner = owner
+        stream.session.owner = client.owner_for(uuid.uuid4().hex)
+        stream.session.quota_owner = client.quota_owner
         plan = await stream.session.prepare(
             data["pipeline"], data["input"], conversation=data.get("conversation")
         )
+        held = await hold(client)
     except ClientError as exc:
         return error_response(exc)
+    except LAYER_ERRORS as exc:
+        logger.warning("start of a run failed, layer unavailable: %s", exc)
+        return error_response(ClientError(LAYER_UNAVAILABLE, "the message layer is unavailable; retry"))
     stream.watch(plan.run_id, 0)
 
     async def start() -> None:
@@ -194,7 +200,9 @@ async def stream_view(request):
 
     # The unordered run.accepted goes first, without id: it tells the client the run id
     # (also in X-Run-Id) and makes daphne send the headers at once.
-    return sse_response(stream.events(encode_frame(plan.accepted), start, resume=False), plan.run_id)
+    return sse_response(
+        held.wrap(stream.events(encode_frame(plan.accepted), start, resume=False)), plan.run_id
+    )
 
 
 @csrf_exempt  # only GET is served; any other method gets the JSON 405, not an HTML CSRF page
@@ -204,16 +212,18 @@ async def resume_view(request, run_id: str):
         return _not_allowed("GET")
     stream = RunEventStream()
     try:
+        after = parse_last_event_id(request)  # first: a malformed header is the client's bug alone
+        client = await admit(request, start=False)
         # Nobody else is this request's connection: a fresh fallback owns nothing.
-        stream.session.owner = await _owner(request, uuid.uuid4().hex)
-        after = parse_last_event_id(request)
+        stream.session.owner = client.owner_for(uuid.uuid4().hex)
         # A foreign run gets the same answer as a missing one: run ids are not confirmed.
-        if len(run_id) > MAX_RUN_ID:
+        if not valid_run_id(run_id):
             raise ClientError("unknown_run", f"no run {run_id[:MAX_RUN_ID]!r}")
         await stream.session.check_owner(run_id)
         if await stream.session.has_end(run_id, after):
             # The client has the run's last frame: 204 also stops EventSource reconnecting.
             return HttpResponse(status=204)
+        held = await hold(client)
     except ClientError as exc:
         return error_response(exc)
     except LAYER_ERRORS as exc:
@@ -226,7 +236,7 @@ async def resume_view(request, run_id: str):
         stream.session.attached.add(run_id)
 
     first = f": resume {_field(run_id)} after {after}\n\n".encode()
-    return sse_response(stream.events(first, attach, resume=True), run_id)
+    return sse_response(held.wrap(stream.events(first, attach, resume=True)), run_id)
 
 
 # --- the stream ---------------------------------------------------------------------------

@@ -8,6 +8,7 @@ import pytest
 from channels.layers import channel_layers
 
 from streams import providers
+from streams.access import keys, quotas
 from streams.store import runlog
 from tests.support import scripted
 from tests.support.records import database_down, records  # noqa: F401  (fixtures of the records tests)
@@ -33,6 +34,8 @@ def reset_streams_state() -> None:
     channel_layers.backends.clear()
     runlog.reset_run_log()
     providers.reset()
+    quotas.reset_quotas()
+    keys.forget_keys()
 
 
 async def close_streams_state() -> None:
@@ -50,6 +53,7 @@ async def close_streams_state() -> None:
     elif hasattr(layer, "close_pools"):
         await layer.close_pools()
     await runlog.get_run_log().aclose()
+    await quotas.get_quotas().aclose()
     reset_streams_state()
 
 

@@ -45,7 +45,7 @@ def session_cookie(server: LiveServer) -> str:
 async def ws(server: LiveServer, cookie: str):
     """A WebSocket client connection to one instance."""
     return await websockets.connect(
-        server.ws_url, origin="http://127.0.0.1", additional_headers={"Cookie": cookie}, open_timeout=10
+        server.ws_url, origin=server.url, additional_headers={"Cookie": cookie}, open_timeout=10
     )
 
 

@@ -120,7 +120,8 @@ async def test_handshake_from_a_foreign_origin_is_refused(redis_layer):
 
 async def test_unauthenticated_handshake_is_refused_when_anonymous_use_is_off(redis_layer, settings):
     settings.STREAMS = {**settings.STREAMS, "ALLOW_ANONYMOUS": False}
-    comm = WebsocketCommunicator(application, "/ws/streams/", headers=[(b"origin", b"http://127.0.0.1")])
+    headers = [(b"origin", b"http://127.0.0.1"), (b"host", b"127.0.0.1")]
+    comm = WebsocketCommunicator(application, "/ws/streams/", headers=headers)
     connected, code = await comm.connect(timeout=5)
     assert not connected
     assert code == 4401

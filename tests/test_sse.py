@@ -493,12 +493,51 @@ BIG = "x" * 70_000  # over STREAMS_MAX_FRAME_BYTES (64 KiB)
         ("GET", "/stream/" + "r" * 300, b"", {}, 404, "unknown_run"),
         ("GET", "/stream/abc", b"", {"Last-Event-ID": "-1"}, 400, "bad_request"),
         ("GET", "/stream/abc", b"", {"Last-Event-ID": "seven"}, 400, "bad_request"),
+        # int() refuses more than 4,300 digits: this must be a 400, before anything else.
+        ("GET", "/stream/abc", b"", {"Last-Event-ID": "9" * 5000}, 400, "bad_request"),
+        (
+            "GET",
+            "/stream/0123456789abcdef0123456789abcdef",
+            b"",
+            {"Last-Event-ID": "9" * 20},
+            400,
+            "bad_request",
+        ),
+        # A lone surrogate, percent-encoded as UTF-8 would (invalid) and as text.
+        ("GET", "/stream/%ED%A0%80", b"", {}, 404, "unknown_run"),
+        ("GET", "/stream/r%00n", b"", {}, 404, "unknown_run"),
+        ("GET", "/stream/%F0%9F%98%80", b"", {}, 404, "unknown_run"),
+        ("POST", "/stream", b'{"pipeline": "exact", "input": "\\ud800"}', {}, 400, "bad_request"),
+        ("POST", "/stream", b'{"pipeline": "\\udfff", "input": "hi"}', {}, 400, "bad_request"),
+        ("POST", "/stream", b'{"pipeline": "exact", "input": "hi", "x": "\\ud83d"}', {}, 400, "bad_request"),
+        ("POST", "/stream", b"[" * 20_000 + b"]" * 20_000, {}, 400, "bad_request"),
+        (
+            "POST",
+            "/stream",
+            b'{"pipeline": "exact", "input": "hi", "x": ' + b"[" * 40 + b"]" * 40 + b"}",
+            {},
+            400,
+            "bad_request",
+        ),
+        ("POST", "/stream", b'{"pipeline": "exact", "input": NaN}', {}, 400, "bad_request"),
+        ("POST", "/stream", b'{"pipeline": "exact", "input": "a\\u0000b"}', {}, 400, "bad_request"),
+        ("POST", "/stream", b'{"pipeline": "no such/slug", "input": "hi"}', {}, 404, "unknown_pipeline"),
+        (
+            "POST",
+            "/stream",
+            b'{"pipeline": "exact", "input": "hi"}',
+            {"Content-Type": "text/plain"},
+            415,
+            "bad_request",
+        ),
         ("POST", "/stream/abc", b"", {}, 405, "bad_request"),
     ],
 )
 async def test_a_bad_request_gets_its_status_and_error_code(
     server, client, method, path, content, headers, status, code
 ):
+    if method == "POST":
+        headers = {"Content-Type": "application/json", **headers}
     response = await client.request(method, server.url + path, content=content, headers=headers)
     assert response.status_code == status
     assert response.headers["content-type"] == "application/json"
@@ -517,7 +556,8 @@ async def test_without_a_login_when_anonymous_use_is_off_the_answer_is_unauthori
         if method == "POST"
         else AsyncClient().get(path)
     )
-    assert response.status_code == 403
+    assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")
     assert response.json()["error"]["code"] == "unauthorized"
 
 

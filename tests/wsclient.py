@@ -6,12 +6,14 @@ from channels.testing import WebsocketCommunicator
 
 from orchestrator_site.asgi import application
 
+# The page's origin and the Host it connects to: the same origin (port 80 on both).
 ORIGIN = (b"origin", b"http://127.0.0.1")
+HOST = (b"host", b"127.0.0.1")
 
 
 async def connect(headers=None) -> WebsocketCommunicator:
     """An accepted connection to /ws/streams/."""
-    comm = WebsocketCommunicator(application, "/ws/streams/", headers=[ORIGIN, *(headers or [])])
+    comm = WebsocketCommunicator(application, "/ws/streams/", headers=[ORIGIN, HOST, *(headers or [])])
     connected, _ = await comm.connect(timeout=5)
     assert connected
     return comm

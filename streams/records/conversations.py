@@ -1,6 +1,6 @@
 """Conversations: who may continue one, and its earlier turns as history for prompts.
 
-A conversation belongs to the owner of its runs (the owner strings of streams.session.owners.owner_of).
+A conversation belongs to the owner of its runs (the owner strings of streams.access.owners.owner_of).
 A missing id and another owner's id get the same answer, `unknown_conversation`, after the
 same delay (so a stranger cannot even tell that an id exists).
 

@@ -11,6 +11,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 
 from .. import logs
+from ..access.quotas import Slot
 from ..pipelines.specs import PipelineSpec
 from ..protocol import INTERNAL, LAYER_UNAVAILABLE, Frame
 from ..records.conversations import History
@@ -39,6 +40,8 @@ class HostedRun:
     grace: asyncio.TimerHandle | None = None
     # Called with the final frames when the layer failed and they cannot travel through it.
     on_layer_failure: set[Callable[[list[Frame]], None]] = field(default_factory=set)
+    # The run's slot in its owner's quota of runs in flight, released when the run ends.
+    quota: Slot | None = None
 
 
 class RunHost:
@@ -64,8 +67,9 @@ class RunHost:
         *,
         conversation: str | None = None,
         history: History | None = None,
+        quota: Slot | None = None,
     ) -> None:
-        """Record the run, then start its tasks and its sender."""
+        """Record the run, then start its tasks and its sender; `quota` is released at its end."""
         cfg = settings.STREAMS
         meta = {"owner": owner, "pipeline": spec.slug, "tasks": list(spec.order), "host": self.host_id}
         await get_run_log().create(run_id, meta)
@@ -91,7 +95,7 @@ class RunHost:
             progress_interval_s=cfg["PROGRESS_INTERVAL_S"],
             coalesce_window_s=cfg["COALESCE_WINDOW_S"],
         )
-        run = HostedRun(run_id, spec, pump, recorder, history or History())
+        run = HostedRun(run_id, spec, pump, recorder, history or History(), quota=quota)
         if on_layer_failure is not None:
             run.on_layer_failure.add(on_layer_failure)
         self.runs[run_id] = run
@@ -167,6 +171,8 @@ class RunHost:
         """Drop a finished run and its control subscription."""
         if run.grace is not None:
             run.grace.cancel()
+        if run.quota is not None:
+            run.quota.release_soon()
         self.runs.pop(run.run_id, None)
         if self._control_channel is not None:
             task = asyncio.ensure_future(

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
+from ..access.quotas import ResumeCounter, Slot, get_quotas
 from ..pipelines.catalog import aload_spec
 from ..pipelines.specs import PipelineSpec
 from ..protocol import (
@@ -56,6 +57,7 @@ class StartPlan:
     user_input: str
     turn: Turn  # the conversation it continues (or opens) and the history before it
     accepted: Frame
+    quota: Slot | None = None  # its slot among its owner's runs in flight
 
 
 class RunSession:
@@ -69,6 +71,8 @@ class RunSession:
         layer=None,
         channel: str | None = None,
         max_runs: int | None = None,
+        quota_owner: str | None = None,
+        max_resumes: int = 0,
         echo_ref: bool = True,
         progress: bool = True,
         on_watch: Callable[[], None] | None = None,
@@ -85,6 +89,10 @@ class RunSession:
         self.attached: set[str] = set()
         self._send = send
         self._max_runs = max_runs
+        # Who the quotas count (streams/access/quotas.py): the owner, or the client's address
+        # for a connection that has neither user, key nor session. None: not counted.
+        self.quota_owner = quota_owner
+        self._resumes = ResumeCounter(max_resumes)
         self._echo_ref = echo_ref
         self._progress = progress
         self._on_watch = on_watch
@@ -112,7 +120,11 @@ class RunSession:
         }
         if self._echo_ref:
             accepted["ref"] = ref
-        return StartPlan(run_id, spec, user_input, turn, accepted)
+        # Last, once every check passed: a refused start holds no slot.
+        quota = None
+        if self.quota_owner is not None:
+            quota = await get_quotas().start_run(self.quota_owner, run_id)
+        return StartPlan(run_id, spec, user_input, turn, accepted, quota)
 
     async def launch(self, plan: StartPlan, *, announce: bool = True, on_layer_failure=None) -> None:
         """Join the run's group, announce it (run.accepted), then start it on this process's host."""
@@ -133,6 +145,7 @@ class RunSession:
             on_layer_failure=on_layer_failure or self.layer_failed,
             conversation=plan.turn.conversation,
             history=plan.turn.history,
+            quota=plan.quota,
         )
         try:
             # The run belongs to the host, not to this client: its tasks start in an empty
@@ -142,6 +155,8 @@ class RunSession:
             # Not started (e.g. Redis down): it must not count as in flight. A start cut
             # short by a closing client stays watched, so close() detaches it either way.
             self._forget(run_id)
+            if plan.quota is not None:
+                plan.quota.release_soon()
             raise
 
     async def start(
@@ -162,6 +177,7 @@ class RunSession:
     async def resume(self, run_id: str, after_seq: int) -> None:
         """Re-send the run's frames after `after_seq`, then continue live."""
         await self.check_owner(run_id)
+        self._resumes.count(run_id)
         if run_id not in self.watching:
             await self.attach(run_id)
         # Subscribed first, then the log: what is published meanwhile is either in the

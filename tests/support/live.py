@@ -39,6 +39,12 @@ def app_env(database_url: str, redis_url: str, **extra: str) -> dict[str, str]:
         REDIS_URL=redis_url,
         DJANGO_SECRET_KEY="test-secret-key-for-live-servers",
         PYTHONUNBUFFERED="1",
+        # Every test client is 127.0.0.1, one owner for the quotas: caps that held across
+        # tests (and across the servers sharing Redis) would make them refuse each other.
+        # Counting still runs; tests of the caps pass their own.
+        STREAMS_MAX_RUNS_PER_OWNER="100000",
+        STREAMS_MAX_RUNS_PER_MINUTE="100000",
+        STREAMS_MAX_CONNECTIONS_PER_OWNER="100000",
     )
     env.update(extra)
     return env
