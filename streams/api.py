@@ -4,12 +4,14 @@ import hmac
 import ipaddress
 import uuid
 
+from channels.db import database_sync_to_async
 from django.conf import settings
 from django.http import Http404, HttpResponse, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
-from .access.owners import owner_of
+from .access.http import admit, error_response
+from .protocol import ClientError
 from .records import metrics
 from .records.conversations import conversation_detail, owner_conversations
 
@@ -18,17 +20,21 @@ from .records.conversations import conversation_detail, owner_conversations
 PROXY_HEADERS = ("HTTP_X_FORWARDED_FOR", "HTTP_X_REAL_IP", "HTTP_FORWARDED")
 
 
-def request_owner(request) -> str:
-    """The owner the chat page's runs have: the user, else the session (else nobody's)."""
-    session = getattr(request, "session", None)
-    return owner_of(request.user, session.session_key if session else None, uuid.uuid4().hex)
+async def _owner(request) -> str:
+    """Who asks: as for the streams (API key, user, session; access/http.py), else nobody's."""
+    client = await admit(request, start=False)
+    return client.owner_for(uuid.uuid4().hex)
 
 
 @never_cache
 @require_GET
-def conversation_view(request, conversation_id: str):
+async def conversation_view(request, conversation_id: str):
     """GET /api/conversations/<id>: the owner's conversation; 404 for anyone else."""
-    detail = conversation_detail(request_owner(request), conversation_id)
+    try:
+        owner = await _owner(request)
+    except ClientError as exc:
+        return error_response(exc)
+    detail = await database_sync_to_async(conversation_detail)(owner, conversation_id)
     if detail is None:
         raise Http404("no such conversation")
     return JsonResponse(detail)
@@ -36,9 +42,13 @@ def conversation_view(request, conversation_id: str):
 
 @never_cache
 @require_GET
-def conversations_view(request):
+async def conversations_view(request):
     """GET /api/conversations: the owner's conversations, most recently used first."""
-    return JsonResponse({"conversations": owner_conversations(request_owner(request))})
+    try:
+        owner = await _owner(request)
+    except ClientError as exc:
+        return error_response(exc)
+    return JsonResponse({"conversations": await database_sync_to_async(owner_conversations)(owner)})
 
 
 def _loopback(request) -> bool:

@@ -27,7 +27,7 @@ from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from . import compat
-from .access.http import admit, hold
+from .access.http import admit, error_response, hold
 from .protocol import LAYER_UNAVAILABLE, ClientError, Frame
 from .runs.host import get_host
 from .session.core import QUIET_CHECK_S, RunSession
@@ -36,20 +36,6 @@ from .store import LAYER_ERRORS
 
 logger = logging.getLogger(__name__)
 
-# HTTP status of each protocol error code the SSE views answer with.
-STATUS = {
-    "bad_request": 400,
-    "unauthorized": 401,
-    "forbidden": 403,
-    "unknown_pipeline": 404,
-    "unknown_run": 404,
-    "unknown_conversation": 404,
-    "too_large": 413,
-    "too_many_runs": 429,
-    "rate_limited": 429,
-    "layer_unavailable": 503,
-    "unavailable": 503,
-}
 # Longest run id looked up; server-made ids are 32 hex digits.
 MAX_RUN_ID = 128
 # Longest Last-Event-ID read: a seq is a 64-bit number (int() of thousands of digits is refused).
@@ -102,15 +88,6 @@ def _json(data: dict) -> str:
 
 
 # --- requests ---------------------------------------------------------------------------
-
-
-def error_response(exc: ClientError, status: int | None = None) -> JsonResponse:
-    """The JSON answer to a refused request: {"error": {"code", "message"}}, with the refusal's headers."""
-    body = {"error": {"code": exc.code, "message": exc.message}}
-    response = JsonResponse(body, status=status or getattr(exc, "status", None) or STATUS.get(exc.code, 400))
-    for name, value in getattr(exc, "headers", {}).items():
-        response[name] = value
-    return response
 
 
 def _not_allowed(allowed: str) -> JsonResponse:

@@ -4,6 +4,7 @@ import pytest
 from channels.db import database_sync_to_async
 from django.urls import reverse
 
+from streams.access.owners import session_owner
 from streams.pipelines.prompts import render_prompt, uses_history
 from streams.records.conversations import UnknownConversation, load_history, open_conversation, start_turn
 from streams.records.writer import flush_all
@@ -96,7 +97,7 @@ async def test_history_includes_turns_the_writer_could_not_write_yet(database_do
 async def test_the_owner_reads_the_conversation_and_a_stranger_gets_404(async_client, client):
     """GET /api/conversations/<id>: the PROTOCOL.md shape for the owner, 404 for anyone else."""
     await async_client.get(reverse("chat"))  # the chat page gives the visitor a session
-    owner = "session:" + async_client.cookies["sessionid"].value
+    owner = session_owner(async_client.cookies["sessionid"].value)
     cid = await converse(owner, ["one", "two"])
     assert await flush_all()
 

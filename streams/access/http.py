@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from django.conf import settings
+from django.http import JsonResponse
 
 from streams.protocol import ClientError
 
@@ -87,3 +88,28 @@ async def hold(client: Client, run_id: str | None = None) -> Held:
     except BaseException:
         await connection.release()
         raise
+
+
+# HTTP status of each protocol error code the HTTP views (SSE, API) answer with.
+STATUS = {
+    "bad_request": 400,
+    "unauthorized": 401,
+    "forbidden": 403,
+    "unknown_pipeline": 404,
+    "unknown_run": 404,
+    "unknown_conversation": 404,
+    "too_large": 413,
+    "too_many_runs": 429,
+    "rate_limited": 429,
+    "layer_unavailable": 503,
+    "unavailable": 503,
+}
+
+
+def error_response(exc: ClientError, status: int | None = None) -> JsonResponse:
+    """The JSON answer to a refused request: {"error": {"code", "message"}}, with the refusal's headers."""
+    body = {"error": {"code": exc.code, "message": exc.message}}
+    response = JsonResponse(body, status=status or getattr(exc, "status", None) or STATUS.get(exc.code, 400))
+    for name, value in getattr(exc, "headers", {}).items():
+        response[name] = value
+    return response
