@@ -73,6 +73,8 @@ class RunHost:
             publisher.progress,
             progress_interval_s=cfg["PROGRESS_INTERVAL_S"],
             coalesce_window_s=cfg["COALESCE_WINDOW_S"],
+            max_delta_chars=cfg["MAX_DELTA_CHARS"] or None,
+            max_log_bytes=cfg["MAX_RUN_LOG_BYTES"] or None,
         )
         run = HostedRun(run_id, spec, pump)
         if on_layer_failure is not None:
@@ -84,7 +86,11 @@ class RunHost:
         """Drive one run to its end, whatever ends it."""
         exec_task = asyncio.create_task(
             orchestrator.execute(
-                run.spec, user_input, run.pump, default_timeout_s=settings.STREAMS["TASK_TIMEOUT_S"]
+                run.spec,
+                user_input,
+                run.pump,
+                default_timeout_s=settings.STREAMS["TASK_TIMEOUT_S"],
+                max_task_bytes=settings.STREAMS["MAX_TASK_BYTES"] or None,
             )
         )
         run.exec_task = exec_task
@@ -94,6 +100,9 @@ class RunHost:
             if pump_task.done() and pump_task.exception() is not None:
                 await self._send_failed(run, exec_task, pump_task.exception())
                 return
+            if pump_task.done():
+                # The gate ended the run early (its log passed its bound): stop its tasks.
+                exec_task.cancel()
             try:
                 await exec_task
             except asyncio.CancelledError:

@@ -9,6 +9,7 @@ from typing import Protocol
 
 from ..pipelines.prompts import render_prompt
 from ..pipelines.specs import PipelineSpec, TaskSpec
+from ..protocol import TOO_LARGE
 from ..providers import LLMRequest, Provider, ProviderError, Usage, get_provider
 
 logger = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ async def execute(
     *,
     default_timeout_s: float,
     providers: Callable[[str], Provider] = get_provider,
+    max_task_bytes: int | None = None,
 ) -> dict[str, str]:
     """Run every task of `spec`; return the outputs of the tasks that completed."""
     outputs: dict[str, str] = {}
@@ -56,7 +58,9 @@ async def execute(
             if not ok:
                 failed = [d for d in task.depends_on if not done[d].result()]
                 raise TaskFailed("dependency_failed", "upstream task failed: " + ", ".join(failed))
-            text, stats = await _stream_task(task, user_input, outputs, sink, default_timeout_s, providers)
+            text, stats = await _stream_task(
+                task, user_input, outputs, sink, default_timeout_s, providers, max_task_bytes
+            )
         except TaskFailed as exc:
             sink.finished(task.key, error={"code": exc.code, "message": exc.message})
             done[task.key].set_result(False)
@@ -80,6 +84,7 @@ async def _stream_task(
     sink: Sink,
     default_timeout_s: float,
     providers: Callable[[str], Provider],
+    max_task_bytes: int | None = None,
 ) -> tuple[str, dict]:
     """Call the task's provider and pass its text on; return the text and the task's stats."""
     begin = time.monotonic()
@@ -99,6 +104,8 @@ async def _stream_task(
     usage: Usage | None = None
     first: float | None = None
     timeout_s = task.timeout_s or default_timeout_s
+    size = 0  # UTF-8 bytes of the task's text so far
+    limit = max_task_bytes or float("inf")
     try:
         async with asyncio.timeout(timeout_s):
             provider = providers(task.provider)
@@ -111,12 +118,19 @@ async def _stream_task(
                         continue
                     if first is None:
                         first = time.monotonic()
+                    # isascii() is O(1) in CPython: only non-ASCII text gets encoded to count.
+                    size += len(piece) if piece.isascii() else len(piece.encode())
+                    if size > limit:
+                        # Leaving the `async with` closes the upstream stream.
+                        raise TaskFailed(TOO_LARGE, f"the task's output passed {max_task_bytes} bytes")
                     parts.append(piece)
                     sink.delta(task.key, piece)
                     if len(parts) % YIELD_EVERY == 0:
                         # A provider replaying buffered data never suspends on its own and
                         # would starve every other connection of this event loop.
                         await asyncio.sleep(0)
+    except TaskFailed:
+        raise
     except TimeoutError:
         raise TaskFailed("timeout", f"the task took longer than {timeout_s:g} s") from None
     except ProviderError as exc:
