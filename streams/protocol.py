@@ -40,6 +40,7 @@ RATE_LIMITED = "rate_limited"
 UNAUTHORIZED = "unauthorized"
 LAYER_UNAVAILABLE = "layer_unavailable"
 INTERNAL = "internal"
+SHUTTING_DOWN = "shutting_down"  # run.start refused: the server drains before it stops
 
 # Codes of task.failed / run.failed errors that the core itself produces (providers add
 # theirs: auth, rate_limited, upstream_error, timeout, connection, bad_response).
@@ -49,6 +50,7 @@ DEPENDENCY_FAILED = "dependency_failed"
 BAD_TEMPLATE = "bad_template"
 TIMEOUT = "timeout"
 HOST_LOST = "host_lost"
+SHUTDOWN = "shutdown"  # run.failed: the server stopped before the run could finish
 
 
 class ClientError(Exception):

@@ -190,6 +190,14 @@ class RunHost:
         message = {"type": "run.control", "action": action, "run_id": run_id}
         await self.layer.group_send(control_group(run_id), message)
 
+    def end_runs(self, code: str, message: str) -> None:
+        """End every run hosted here as failed with `code` (shutdown), through its pump."""
+        for run in list(self.runs.values()):
+            # The pump's first ending wins: the cancel that follows only stops the tasks.
+            run.pump.abort(code, message)
+            if run.exec_task is not None:
+                run.exec_task.cancel()
+
     def _cancel_local(self, run_id: str) -> None:
         run = self.runs.get(run_id)
         if run is not None and run.exec_task is not None:
@@ -268,6 +276,11 @@ def get_host() -> RunHost:
     if host is None:
         host = _hosts[loop] = RunHost()
     return host
+
+
+def current_host() -> RunHost | None:
+    """The running loop's host, if it has one (never creates one)."""
+    return _hosts.get(asyncio.get_running_loop())
 
 
 async def close_host() -> None:

@@ -21,6 +21,7 @@ from ..pipelines.specs import PipelineSpec
 from ..protocol import (
     END_TYPES,
     RUN_ACCEPTED,
+    SHUTTING_DOWN,
     TOO_MANY_RUNS,
     UNKNOWN_PIPELINE,
     UNKNOWN_RUN,
@@ -33,7 +34,9 @@ from ..runs.relay import RunRelay
 from ..store import LAYER_ERRORS
 from ..store.publisher import run_group
 from ..store.runlog import get_run_log, owned_meta
+from . import shutdown
 from .inputs import check_input
+from .outbox import Outbox
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +73,7 @@ class RunSession:
         echo_ref: bool = True,
         progress: bool = True,
         on_watch: Callable[[], None] | None = None,
+        outbox: Outbox | None = None,
     ):
         self.owner = owner
         self.layer = layer
@@ -86,11 +90,20 @@ class RunSession:
         self._echo_ref = echo_ref
         self._progress = progress
         self._on_watch = on_watch
+        # The connection's unsent frames (when the transport has one): a slow reader's
+        # overflow detaches this session, and a shutdown finishes it (session/shutdown.py).
+        self.outbox = outbox
+        self._closing: asyncio.Task | None = None
+        if outbox is not None:
+            outbox.on_overflow.append(self._slow_reader)
+            shutdown.register(self)
 
     # --- starting, resuming, cancelling -------------------------------------------------------
 
     async def prepare(self, pipeline: str, user_input: str, ref: str | None = None) -> StartPlan:
         """Check a run.start (limits, input, pipeline) without starting anything."""
+        if shutdown.draining():
+            raise ClientError(SHUTTING_DOWN, "the server is shutting down; start the run elsewhere", ref)
         if self._max_runs is not None and len(self.started) >= self._max_runs:
             raise ClientError(TOO_MANY_RUNS, "too many runs in flight on this connection", ref)
         check_input(user_input, settings.STREAMS["MAX_INPUT_CHARS"], ref)
@@ -190,7 +203,8 @@ class RunSession:
 
     def watch(self, run_id: str, after_seq: int) -> RunRelay:
         """Relay the run to this client from after `after_seq` on."""
-        relay = self.watching[run_id] = RunRelay(run_id, after_seq, self._send)
+        stopped = (lambda: self.outbox.closed) if self.outbox is not None else None
+        relay = self.watching[run_id] = RunRelay(run_id, after_seq, self._send, stopped=stopped)
         if self._on_watch is not None:
             self._on_watch()
         return relay
@@ -259,8 +273,24 @@ class RunSession:
 
     # --- closing ------------------------------------------------------------------------------
 
+    @property
+    def closed(self) -> bool:
+        """Whether the connection ends (its outbox takes nothing more): ignore its client frames."""
+        return self.outbox is not None and self.outbox.closed
+
+    def _slow_reader(self, dropped: int) -> None:
+        """The client read too slowly: its runs are detached now, as if it had closed."""
+        logger.warning(
+            "slow reader: %d bytes unsent (over %d), closing the connection and detaching runs %s",
+            dropped,
+            self.outbox.max_bytes,
+            list(self.watching),
+        )
+        self._closing = asyncio.ensure_future(self.close())
+
     async def close(self) -> None:
         """Stop watching every run: detach (the host cancels a run nobody watches), leave, settle."""
+        shutdown.unregister(self)
         watching, attached = list(self.watching), list(self.attached)
         self.watching, self.attached = {}, set()
         if not watching and not attached:
