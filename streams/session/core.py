@@ -301,7 +301,7 @@ class RunSession:
                 for run_id in attached:
                     # Detach first, so that upstream streams close as early as possible.
                     await host.detach(run_id)
-                for run_id in watching:
+                for run_id in watching if self.channel is not None else ():
                     await self.layer.group_discard(run_group(run_id), self.channel)
                 # Nothing of a cancelled run may outlive the client: wait for local ones.
                 await host.settle(attached)

@@ -13,6 +13,7 @@ count stays near zero and the socket's buffer grows instead: docs/deployment.md.
 """
 
 import asyncio
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Generic, TypeVar
@@ -45,6 +46,7 @@ class Outbox(Generic[T]):
         self.overflowed = False
         self.close_code: int | None = None  # how the writer closes the transport after the last item
         self.on_overflow: list[Callable[[int], None]] = []  # called with the bytes dropped
+        self.last_put = time.monotonic()  # when something was last queued (SSE heartbeats)
         self._items: deque[T] = deque()
         self._wake = asyncio.Event()
 
@@ -57,6 +59,7 @@ class Outbox(Generic[T]):
         if self.closed:
             return
         self._items.append(data)
+        self.last_put = time.monotonic()
         self.unsent += size_of(data)
         self._wake.set()
         if self.max_bytes and self.unsent > self.max_bytes:
