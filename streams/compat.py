@@ -61,3 +61,29 @@ def pop_request_executor() -> Any | None:
     if executors is None or context is None:
         return None
     return executors.pop(context, None)
+
+
+# --- daphne 4.2 / autobahn: a server's close code from the application ---
+
+
+def daphne_close_going_away() -> None:
+    """Let an application close a daphne WebSocket with 1001 (going away), as servers do.
+
+    daphne hands the close code of `websocket.close` to autobahn's sendClose, which refuses
+    every code but 1000 and 3000-4999 (raising in the application's send); daphne itself
+    closes with 1011 through autobahn's sendCloseFrame. 1001 takes that way too.
+    """
+    from daphne.ws_protocol import WebSocketProtocol
+
+    original = WebSocketProtocol.serverClose
+    if getattr(original, "going_away", False):
+        return
+
+    def server_close(self, code=None):
+        if code == 1001:
+            self.sendCloseFrame(code=code, isReply=False)
+        else:
+            original(self, code)
+
+    server_close.going_away = True
+    WebSocketProtocol.serverClose = server_close

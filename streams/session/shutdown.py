@@ -23,7 +23,9 @@ LINGER_S = 2.0
 POLL_S = 0.05
 
 _sessions: weakref.WeakSet = weakref.WeakSet()
-_draining = False
+_draining = False  # no new runs
+_drain_started = False
+_drained: asyncio.Event | None = None  # set once the drain is over
 
 
 def register(session) -> None:
@@ -41,10 +43,25 @@ def draining() -> bool:
     return _draining
 
 
+def begin() -> None:
+    """Refuse new runs from now on (synchronous: a server's shutdown hook calls it first)."""
+    global _draining, _drained
+    if not _draining:
+        _draining = True
+        _drained = asyncio.Event()
+
+
+async def wait_drained() -> None:
+    """Until the drain is over (at once when none began)."""
+    if _drained is not None:
+        await _drained.wait()
+
+
 def reset() -> None:
     """Forget the drain (tests run several in one process)."""
-    global _draining
-    _draining = False
+    global _draining, _drain_started, _drained
+    _draining = _drain_started = False
+    _drained = None
     _sessions.clear()
 
 
@@ -69,11 +86,20 @@ async def _until(done, timeout_s: float) -> bool:
 
 
 async def drain(drain_s: float) -> None:
-    """Drain this event loop's runs and connections (see the module docstring); idempotent."""
-    global _draining
-    if _draining:
+    """Drain this event loop's runs and connections (see the module docstring); once."""
+    global _drain_started
+    if _drain_started:
+        await wait_drained()
         return
-    _draining = True
+    _drain_started = True
+    begin()
+    try:
+        await _drain(drain_s)
+    finally:
+        _drained.set()
+
+
+async def _drain(drain_s: float) -> None:
     host = current_host()
     runs = host.runs if host is not None else {}
     logger.info(
