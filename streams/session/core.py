@@ -184,7 +184,7 @@ class RunSession:
         if after_seq <= 0:
             return False
         log = get_run_log()
-        rest = await log.read(run_id, after_seq - 1)
+        rest = await log.read(run_id, after_seq - 1, limit=1)
         if not rest:  # the client claims to be past the log's end: was that the run's end?
             rest = (await log.read(run_id, 0))[-1:]
         return bool(rest) and rest[0]["seq"] <= after_seq and rest[0]["type"] in END_TYPES
