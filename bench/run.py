@@ -241,8 +241,13 @@ class Target:
                 STREAMS_RATE_LIMIT_PER_S="10000",
                 **ctx.app_env,
             )
-            module = "bench.daphne_uvloop" if ctx.args.ours_loop == "uvloop" else "daphne"
-            cmd = [PY, "-m", module, "-b", "127.0.0.1", "-p", str(self.port), ASGI_APP]
+            if ctx.args.ours_server == "uvicorn":
+                # The app's own uvicorn launcher (uvloop, httptools, websockets; drains on SIGTERM).
+                cmd = [PY, "-m", "streams.serve", "--host", "127.0.0.1", "--port", str(self.port)]
+                cmd += ["--log-level", "warning"]
+            else:
+                module = "bench.daphne_uvloop" if ctx.args.ours_loop == "uvloop" else "daphne"
+                cmd = [PY, "-m", module, "-b", "127.0.0.1", "-p", str(self.port), ASGI_APP]
         else:
             env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "STREAMS_"))}
             env.update(
@@ -987,6 +992,12 @@ def parse_args(argv=None):
     p.add_argument("--app-env", action="append", default=[], help="KEY=VALUE for the app (experiments)")
     p.add_argument("--app-root", default=str(ROOT), help="run the app from this tree (experiments)")
     p.add_argument("--ours-loop", choices=("asyncio", "uvloop"), default="asyncio", help="daphne's loop")
+    p.add_argument(
+        "--ours-server",
+        choices=("daphne", "uvicorn"),
+        default="daphne",
+        help="the app's server: daphne, or uvicorn through `python -m streams.serve`",
+    )
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "latest.json"))
     p.add_argument("--keep-workdir", action="store_true")
     p.add_argument("--merge", action="store_true", help="replace only the scenarios run now in --out")
@@ -1039,6 +1050,7 @@ def main(argv=None) -> dict:
         "app_root": args.app_root,
         "app_commit": app_commit(args.app_root),
         "ours_loop": args.ours_loop,
+        "ours_server": args.ours_server,
         "systems": {s: SYSTEM_LABELS[s] for s in args.systems},
         "scenarios": results,
     }

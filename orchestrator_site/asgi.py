@@ -20,18 +20,22 @@ from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: 
 
 from streams.access.middleware import AccessMiddleware, ClientMiddleware  # noqa: E402
 from streams.routing import websocket_urlpatterns  # noqa: E402
+from streams.serving import ServedApp  # noqa: E402
 
 # The chat page's JS and CSS, served by the app itself unless a proxy serves STATIC_ROOT.
 http_app = ASGIStaticFilesHandler(django_asgi_app) if settings.SERVE_STATIC else django_asgi_app
 
-application = ProtocolTypeRouter(
-    {
-        "http": http_app,
-        # Origin / API key, then session and user, then identity, anonymous rule, connection quota.
-        "websocket": AccessMiddleware(
-            AuthMiddlewareStack(ClientMiddleware(URLRouter(websocket_urlpatterns)))
-        ),
-    }
+# ServedApp: the lifespan protocol and a drain on SIGTERM (streams/serving.py).
+application = ServedApp(
+    ProtocolTypeRouter(
+        {
+            "http": http_app,
+            # Origin / API key, then session and user, then identity, anonymous rule, connection quota.
+            "websocket": AccessMiddleware(
+                AuthMiddlewareStack(ClientMiddleware(URLRouter(websocket_urlpatterns)))
+            ),
+        }
+    )
 )
 
 # Import the provider SDKs now (openai takes about a second), not on the first request.

@@ -233,6 +233,20 @@ STREAMS = {
     "PROGRESS_INTERVAL_S": env_float("STREAMS_PROGRESS_INTERVAL_S", 0.5),
     # Extra seconds to batch deltas before a send (0: send whenever the last send is done).
     "COALESCE_WINDOW_S": env_float("STREAMS_COALESCE_WINDOW_S", 0.0),
+    # Most characters of text in one task.delta frame; longer deltas are cut into several.
+    # 16384 keeps every frame under 100 KiB (JSON escapes take at most 6 bytes a character).
+    "MAX_DELTA_CHARS": env_int("STREAMS_MAX_DELTA_CHARS", 16_384),
+    # Most UTF-8 bytes of output one task may produce (past it: task.failed too_large, its
+    # upstream stream closed, the other tasks go on). 0: no limit.
+    "MAX_TASK_BYTES": env_int("STREAMS_MAX_TASK_BYTES", 1024 * 1024),
+    # Most bytes of one run's log (its frames' JSON); past it the run fails with too_large.
+    "MAX_RUN_LOG_BYTES": env_int("STREAMS_MAX_RUN_LOG_BYTES", 16 * 1024 * 1024),
+    # Most bytes a connection may have waiting to be sent to its client; past it the
+    # connection is closed (WebSocket 4408; SSE: the response ends) and its runs detached.
+    "MAX_UNSENT_BYTES": env_int("STREAMS_MAX_UNSENT_BYTES", 4 * 1024 * 1024),
+    # Seconds runs in flight may take to finish after SIGTERM before they end with
+    # run.failed (shutdown).
+    "DRAIN_S": env_float("STREAMS_DRAIN_S", 20.0),
     # Seconds between SSE ": ping" comments while nothing else is sent.
     "SSE_HEARTBEAT_S": env_float("STREAMS_SSE_HEARTBEAT_S", 15.0),
     # Default provider name for tasks that name none.

@@ -103,3 +103,29 @@ def sdk_retries_taken(response: httpx2.Response) -> int:
 def sdk_forbid_retry(response: httpx2.Response) -> None:
     """From an httpx2 response event hook: the SDK must not retry this response."""
     response.headers[SDK_SHOULD_RETRY_HEADER] = "false"
+
+
+# --- daphne 4.2 / autobahn: a server's close code from the application ---
+
+
+def daphne_close_going_away() -> None:
+    """Let an application close a daphne WebSocket with 1001 (going away), as servers do.
+
+    daphne hands the close code of `websocket.close` to autobahn's sendClose, which refuses
+    every code but 1000 and 3000-4999 (raising in the application's send); daphne itself
+    closes with 1011 through autobahn's sendCloseFrame. 1001 takes that way too.
+    """
+    from daphne.ws_protocol import WebSocketProtocol
+
+    original = WebSocketProtocol.serverClose
+    if getattr(original, "going_away", False):
+        return
+
+    def server_close(self, code=None):
+        if code == 1001:
+            self.sendCloseFrame(code=code, isReply=False)
+        else:
+            original(self, code)
+
+    server_close.going_away = True
+    WebSocketProtocol.serverClose = server_close

@@ -9,10 +9,21 @@ from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from .protocol import LAYER_UNAVAILABLE, PING, PONG, RUN_CANCEL, RUN_RESUME, RUN_START, ClientError
+from .protocol import (
+    INTERNAL,
+    LAYER_UNAVAILABLE,
+    PING,
+    PONG,
+    RUN_CANCEL,
+    RUN_RESUME,
+    RUN_START,
+    ClientError,
+)
+from .session import shutdown
 from .session.core import QUIET_CHECK_S, RunSession
 from .session.inputs import parse_client_frame
 from .session.limits import TokenBucket
+from .session.outbox import GOING_AWAY, SLOW_READER, Outbox
 from .store import LAYER_ERRORS
 
 logger = logging.getLogger(__name__)
@@ -22,6 +33,17 @@ class StreamConsumer(AsyncWebsocketConsumer):
     """One browser tab: its client frames go to its RunSession, the session's frames go out."""
 
     session: RunSession | None = None
+    outbox: Outbox | None = None
+    writer: asyncio.Task | None = None
+    watchdog: asyncio.Task | None = None
+
+    async def __call__(self, scope, receive, send):
+        """Run the consumer; however it ends (disconnect, a crash, the server cancelling it),
+        its runs are detached and its tasks stopped."""
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self._end()
 
     async def dispatch(self, message):
         """Call the message's handler without Channels' close_old_connections before it.
@@ -44,31 +66,62 @@ class StreamConsumer(AsyncWebsocketConsumer):
         """Accept the handshake (streams.access.middleware has admitted it and says who it is)."""
         self.cfg = settings.STREAMS
         client = self.scope["streams_client"]
+        if shutdown.draining():
+            await self.accept()
+            await self.close(code=GOING_AWAY)
+            return
+        self.outbox = Outbox(_encode, max_bytes=self.cfg["MAX_UNSENT_BYTES"])
         self.session = RunSession(
             client.owner_for(self.channel_name),
-            self.send_json,
+            self.outbox.send,
             layer=self.channel_layer,
             channel=self.channel_name,
             max_runs=self.cfg["MAX_RUNS_PER_CONNECTION"],
             quota_owner=client.quota_owner,
             max_resumes=self.cfg["MAX_RESUMES_PER_RUN"],
             on_watch=self._ensure_watchdog,
+            outbox=self.outbox,
         )
-        self.watchdog: asyncio.Task | None = None
+        self.outbox.on_overflow.append(self._slow_reader)
         loop = asyncio.get_running_loop()
         self.bucket = TokenBucket(self.cfg["RATE_LIMIT_PER_S"], 2 * self.cfg["RATE_LIMIT_PER_S"], loop.time())
         await self.accept()
+        self.writer = asyncio.create_task(self._write())
 
     async def disconnect(self, code):
         """Stop watching every run; the host cancels those nobody watches any more (after the grace)."""
-        if getattr(self, "watchdog", None) is not None:
-            self.watchdog.cancel()
+        await self._end()
+
+    async def _end(self) -> None:
+        """Stop this connection's tasks and detach its runs (idempotent)."""
+        for task in (self.watchdog, self.writer):
+            if task is not None:
+                task.cancel()
         if self.session is not None:
             await self.session.close()
 
+    async def _write(self) -> None:
+        """The one writer: send what the outbox holds, in order, then close as it says."""
+        outbox = self.outbox
+        while (data := await outbox.next()) is not None:
+            # Under uvicorn's websockets protocol this waits while the socket is full.
+            await self.send(text_data=data)
+            outbox.sent(data)
+        if outbox.close_code is not None:
+            await self.close(code=outbox.close_code)
+
+    def _slow_reader(self, dropped: int) -> None:
+        """The outbox overflowed: stop writing, close with 4408 (the session detaches itself)."""
+        if self.writer is not None:
+            self.writer.cancel()
+        self._closer = asyncio.ensure_future(self.close(code=SLOW_READER))
+
     async def receive(self, text_data=None, bytes_data=None):
-        """Handle one client frame; a refused frame gets an error and the connection stays open."""
+        """Handle one client frame; whatever happens it gets an answer and the connection stays open."""
+        if self.session is None or self.session.closed:
+            return  # the connection is ending: nothing more is started or answered
         ref = None
+        kind = None
         try:
             if not self.bucket.allow(asyncio.get_running_loop().time()):
                 raise ClientError("rate_limited", "too many frames; slow down")
@@ -78,7 +131,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
                 max_input_chars=self.cfg["MAX_INPUT_CHARS"],
                 max_ping_bytes=self.cfg["MAX_PING_BYTES"],
             )
-            ref = frame.get("ref")
+            ref, kind = frame.get("ref"), frame.get("type")
             await self._handle_frame(frame)
         except ClientError as exc:
             if exc.ref is None and ref is not None:
@@ -88,6 +141,11 @@ class StreamConsumer(AsyncWebsocketConsumer):
             # Redis is down: say so and keep the socket; the next frame may find it back.
             logger.warning("client frame failed, layer unavailable: %s", exc)
             error = ClientError(LAYER_UNAVAILABLE, "the message layer is unavailable; retry shortly", ref)
+            await self.send_json(error.frame())
+        except Exception:
+            # A bug: logged once with its traceback, answered, and the connection goes on.
+            logger.exception("client frame %s failed unexpectedly", kind or "(unparsed)")
+            error = ClientError(INTERNAL, "the frame could not be handled; see the server log", ref)
             await self.send_json(error.frame())
 
     async def _handle_frame(self, frame: dict) -> None:
@@ -105,22 +163,25 @@ class StreamConsumer(AsyncWebsocketConsumer):
             await self.send_json({**frame, "type": PONG})
 
     async def send_json(self, data: dict) -> None:
-        """Send one JSON frame."""
-        await self.send(text_data=json.dumps(data, ensure_ascii=False))
+        """Queue one JSON frame for the writer."""
+        await self.outbox.send(data)
 
     # --- channel-layer messages: each goes to the session, in this consumer's one queue ---
 
     async def run_frames(self, message: dict) -> None:
         """Frames of a run published by its host."""
-        await self.session.handle(message)
+        if self.session is not None:
+            await self.session.handle(message)
 
     async def run_progress(self, message: dict) -> None:
         """Progress of a run's background tasks (unordered)."""
-        await self.session.handle(message)
+        if self.session is not None:
+            await self.session.handle(message)
 
     async def run_check(self, message: dict) -> None:
         """The watchdog's poke: check the runs that went quiet."""
-        await self.session.check_quiet(QUIET_CHECK_S)
+        if self.session is not None:
+            await self.session.check_quiet(QUIET_CHECK_S)
 
     def _ensure_watchdog(self) -> None:
         """Make sure a quiet run gets checked while runs are watched."""
@@ -137,3 +198,8 @@ class StreamConsumer(AsyncWebsocketConsumer):
                     await self.channel_layer.send(self.channel_name, {"type": "run.check"})
                 except LAYER_ERRORS as exc:  # Redis down: try again next time
                     logger.warning("quiet-run check could not be queued: %s", exc)
+
+
+def _encode(frame: dict) -> str:
+    """A frame as the text of one WebSocket message."""
+    return json.dumps(frame, ensure_ascii=False)

@@ -42,6 +42,7 @@ UNKNOWN_CONVERSATION = "unknown_conversation"
 LAYER_UNAVAILABLE = "layer_unavailable"
 UNAVAILABLE = "unavailable"  # another service the request needs (the database) is down; retry
 INTERNAL = "internal"
+SHUTTING_DOWN = "shutting_down"  # run.start refused: the server drains before it stops
 
 # Codes of task.failed errors from providers (streams/providers/errors.py).
 AUTH = "auth"
@@ -57,6 +58,7 @@ DEPENDENCY_FAILED = "dependency_failed"
 BAD_TEMPLATE = "bad_template"
 TIMEOUT = "timeout"
 HOST_LOST = "host_lost"
+SHUTDOWN = "shutdown"  # run.failed: the server stopped before the run could finish
 
 
 class ClientError(Exception):

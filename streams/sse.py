@@ -1,20 +1,22 @@
 """The Server-Sent Events transport: POST /stream starts a run, GET /stream/<run_id> resumes one.
 
 Both views are async Django views that answer a StreamingHttpResponse over an async
-generator. The generator owns everything the stream holds: a channel-layer channel in the
-run's group, its pending receive and its watch on the run. When the client goes away,
+generator. The generator owns everything the stream holds: a feeder task with a channel in
+the run's group, its pending receive and its watch on the run. When the client goes away,
 Django's ASGI handler (django/core/handlers/asgi.py, 5.2) sees http.disconnect and cancels
-the task that iterates the generator; on daphne the CancelledError always lands inside the
-generator (daphne's `send` never suspends), whose `finally` detaches from the run
-(cancelling it when nobody else watches, which closes the upstream provider streams) and
-waits for that to finish. Django's own `aclosing()` only closes its wrapper generator, so
-cleanup never relies on it. An open stream holds no thread: see _release_request_thread().
+the task that iterates the generator; on daphne the CancelledError lands inside the
+generator (daphne's `send` never suspends), whose `finally` stops the feeder and detaches
+from the run (cancelling it when nobody else watches, which closes the upstream provider
+streams). Django's own `aclosing()` only closes its wrapper generator, so cleanup never
+relies on it. An open stream holds no thread: see _release_request_thread().
 """
 
 import asyncio
+import functools
 import json
 import logging
 import re
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -28,10 +30,11 @@ from django.views.decorators.csrf import csrf_exempt
 
 from . import compat
 from .access.http import admit, error_response, hold
-from .protocol import LAYER_UNAVAILABLE, ClientError, Frame
+from .protocol import INTERNAL, LAYER_UNAVAILABLE, ClientError, Frame
 from .runs.host import get_host
 from .session.core import QUIET_CHECK_S, RunSession
 from .session.inputs import check_pipeline, loads_checked, valid_run_id
+from .session.outbox import Outbox
 from .store import LAYER_ERRORS
 
 logger = logging.getLogger(__name__)
@@ -138,6 +141,23 @@ def parse_last_event_id(request) -> int:
     return int(raw)
 
 
+def answers_internal(view):
+    """Any unexpected exception of the view is logged and answered as JSON 500 `internal`,
+    never as a traceback page."""
+
+    @functools.wraps(view)
+    async def wrapper(request, *args, **kwargs):
+        try:
+            return await view(request, *args, **kwargs)
+        except Exception:
+            logger.exception("%s %s failed unexpectedly", request.method, request.path)
+            return error_response(
+                ClientError(INTERNAL, "the request failed unexpectedly; see the server log")
+            )
+
+    return wrapper
+
+
 def sse_response(events: AsyncIterator[bytes], run_id: str) -> StreamingHttpResponse:
     """A text/event-stream response that no cache or proxy holds back."""
     response = StreamingHttpResponse(events, content_type="text/event-stream")
@@ -151,6 +171,7 @@ def sse_response(events: AsyncIterator[bytes], run_id: str) -> StreamingHttpResp
 # cross-site request (Origin, Sec-Fetch-Site) and any body that is not application/json,
 # which a page cannot send cross-origin without a CORS preflight that is never granted.
 @csrf_exempt
+@answers_internal
 async def stream_view(request):
     """POST /stream: start a run of a pipeline and stream its frames as SSE."""
     if request.method != "POST":
@@ -183,6 +204,7 @@ async def stream_view(request):
 
 
 @csrf_exempt  # only GET is served; any other method gets the JSON 405, not an HTML CSRF page
+@answers_internal
 async def resume_view(request, run_id: str):
     """GET /stream/<run_id>: the run's frames after Last-Event-ID, then live."""
     if request.method != "GET":
@@ -220,12 +242,19 @@ async def resume_view(request, run_id: str):
 
 
 class RunEventStream:
-    """One SSE response's watch on one run: a RunSession on its own layer channel, as bytes."""
+    """One SSE response's watch on one run: a RunSession on its own layer channel, as bytes.
+
+    A feeder task joins the run, relays it and puts the encoded events into the outbox; the
+    response's generator writes what the outbox holds. A client that reads too slowly
+    (over STREAMS_MAX_UNSENT_BYTES unsent) ends the response and detaches from the run.
+    """
 
     def __init__(self, run_id: str | None = None, after_seq: int = 0):
-        self.session = RunSession("", self._collect, echo_ref=False, progress=False)
+        self.outbox = Outbox(encode_frame, max_bytes=settings.STREAMS["MAX_UNSENT_BYTES"])
+        self.session = RunSession("", self.outbox.send, echo_ref=False, progress=False, outbox=self.outbox)
+        self.outbox.on_overflow.append(self._slow_reader)
         self.relay = None
-        self._out: list[bytes] = []
+        self._feeder: asyncio.Future | None = None
         # Set when the layer failed and the host hands the run's frames over directly.
         self._direct: asyncio.Future | None = None
         if run_id is not None:
@@ -236,35 +265,42 @@ class RunEventStream:
         self.run_id = run_id
         self.relay = self.session.watch(run_id, after_seq)
 
-    async def _collect(self, frame: Frame) -> None:
-        """The session's send: encode now, write at the next yield."""
-        self._out.append(encode_frame(frame))
-
-    def _take(self) -> bytes:
-        """What the session has sent since the last call."""
-        out, self._out = b"".join(self._out), []
-        return out
-
     def layer_failed(self, frames: list[Frame]) -> None:
         """The host's callback when the layer is down: the run's frames, handed over directly."""
         if self._direct is not None and not self._direct.done():
             self._direct.set_result(frames)
 
+    def _slow_reader(self, dropped: int) -> None:
+        """The outbox overflowed: stop feeding (the session detaches itself, the response ends)."""
+        if self._feeder is not None:
+            self._feeder.cancel()
+
     async def events(
         self, first: bytes, begin: Callable[[], Awaitable[None]], resume: bool
     ) -> AsyncIterator[bytes]:
+        """`first`, then what the feeder relays, until the run ends (or the stream is cut short)."""
+        session, outbox = self.session, self.outbox
+        self._direct = asyncio.get_running_loop().create_future()
+        await _release_request_thread()
+        outbox.put(first)
+        self._feeder = asyncio.ensure_future(self._feed(begin, resume))
+        try:
+            while (chunk := await outbox.next(join=True)) is not None:
+                yield chunk
+                outbox.sent(chunk)
+        finally:
+            self._feeder.cancel()
+            await asyncio.gather(self._feeder, return_exceptions=True)
+            await session.close()
+
+    async def _feed(self, begin: Callable[[], Awaitable[None]], resume: bool) -> None:
         """Join the run's group, `begin()` (start, or attach and replay), relay until the run ends."""
-        session = self.session
+        session, outbox = self.session, self.outbox
         layer = session.layer = get_channel_layer()
-        loop = asyncio.get_running_loop()
         heartbeat_s = max(settings.STREAMS["SSE_HEARTBEAT_S"], MIN_HEARTBEAT_S)
         quiet_s = min(QUIET_CHECK_S, heartbeat_s)
-        self._direct = loop.create_future()
-        await _release_request_thread()
         receive: asyncio.Future | None = None
         try:
-            yield first
-            last_write = loop.time()
             try:
                 session.channel = await layer.new_channel("streams.sse.")
                 # Join the group first: no frame of the run may be published before we listen.
@@ -277,50 +313,44 @@ class RunEventStream:
                     await session.relay(self.run_id, None)
             except LAYER_ERRORS as exc:
                 logger.warning("run %s: SSE stream could not start, layer unavailable: %s", self.run_id, exc)
-                yield self._take() + _layer_unavailable()
+                outbox.put(_layer_unavailable())
                 return
-            if chunk := self._take():
-                yield chunk
-                last_write = loop.time()
             while not self.relay.ended:
                 done, _ = await asyncio.wait(
                     {receive, self._direct}, timeout=quiet_s, return_when=asyncio.FIRST_COMPLETED
                 )
                 if not done:
                     await session.check_quiet(quiet_s)
-                    chunk = self._take()
-                    if not chunk and loop.time() - last_write >= heartbeat_s:
-                        chunk = PING
-                    if chunk:
-                        yield chunk
-                        last_write = loop.time()
+                    if time.monotonic() - outbox.last_put >= heartbeat_s:
+                        outbox.put(PING)
                     continue
                 if self._direct in done:
                     # The layer is gone: these are all the frames there will be.
                     await self.relay.push(self._direct.result())
-                    yield self._take() + (b"" if self.relay.ended else _layer_unavailable())
+                    if not self.relay.ended:
+                        outbox.put(_layer_unavailable())
                     return
                 try:
                     message = receive.result()
                 except Exception as exc:
                     logger.warning("run %s: SSE receive failed: %s", self.run_id, exc)
-                    yield self._take() + _layer_unavailable()
+                    outbox.put(_layer_unavailable())
                     return
                 receive = asyncio.ensure_future(layer.receive(session.channel))
                 try:
                     await session.handle(message)
                 except LAYER_ERRORS as exc:  # the log, read to fill a gap
                     logger.warning("run %s: SSE gap repair failed: %s", self.run_id, exc)
-                    yield self._take() + _layer_unavailable()
+                    outbox.put(_layer_unavailable())
                     return
-                if chunk := self._take():
-                    yield chunk
-                    last_write = loop.time()
+        except Exception:
+            # A bug: logged with its traceback; the client gets an error event, cleanup runs.
+            logger.exception("run %s: SSE stream failed unexpectedly", self.run_id)
+            outbox.put(_error_event(INTERNAL, "the stream failed unexpectedly; see the server log"))
         finally:
             if receive is not None:
                 await _cancel_receive(receive)
-            if session.channel is not None:
-                await session.close()
+            outbox.finish()
 
 
 async def _release_request_thread() -> None:
@@ -350,5 +380,9 @@ async def _cancel_receive(receive: asyncio.Future) -> None:
 
 def _layer_unavailable() -> bytes:
     """The event that ends a stream the layer can no longer feed; the client may resume later."""
-    error = {"code": LAYER_UNAVAILABLE, "message": "the message layer is unavailable; resume later"}
-    return encode_event("error", _json(error))
+    return _error_event(LAYER_UNAVAILABLE, "the message layer is unavailable; resume later")
+
+
+def _error_event(code: str, message: str) -> bytes:
+    """An `error` event (no id): the stream cannot go on."""
+    return encode_event("error", _json({"code": code, "message": message}))

@@ -80,3 +80,33 @@ async def test_a_requests_thread_sensitive_executor_can_be_found_and_taken():
         assert executor is not None and hasattr(executor, "shutdown")
         assert not compat.has_request_executor()
         executor.shutdown(wait=False)
+
+
+def test_daphne_closes_with_1001_only_through_autobahns_close_frame():
+    from autobahn.websocket.protocol import WebSocketProtocol as Autobahn
+    from daphne.ws_protocol import WebSocketProtocol
+
+    class Probe:
+        state = Autobahn.STATE_OPEN
+
+        def __init__(self):
+            self.frames = []
+
+        def sendCloseFrame(self, code=None, reasonUtf8=None, isReply=False):
+            self.frames.append((code, isReply))
+
+    # autobahn still refuses 1001 from sendClose: without the patch daphne's close would raise.
+    with pytest.raises(Exception, match="invalid close code 1001"):
+        Autobahn.sendClose(Probe(), code=1001)
+    original = WebSocketProtocol.serverClose
+    try:
+        compat.daphne_close_going_away()
+        compat.daphne_close_going_away()  # once is enough, twice is harmless
+        probe = Probe()
+        WebSocketProtocol.serverClose(probe, 1001)
+        assert probe.frames == [(1001, False)]
+        probe.sendClose = lambda code=None: probe.frames.append(("sendClose", code))
+        WebSocketProtocol.serverClose(probe, 4408)  # every other code as daphne does it
+        assert probe.frames[-1] == ("sendClose", 4408)
+    finally:
+        WebSocketProtocol.serverClose = original

@@ -135,3 +135,79 @@ def test_abort_fails_open_tasks_with_the_code_and_ends_the_run():
     assert [f["type"] for f in frames] == ["task.failed", "task.started", "task.failed", "run.failed"]
     assert frames[-1]["error"]["code"] == "layer_unavailable"
     assert gate.abort("x", "y") == [] and gate.cancel() == []
+
+
+@settings(max_examples=200, deadline=None)
+@given(runs(), st.integers(1, 7))
+def test_split_deltas_never_pass_the_bound_and_still_concatenate_exactly(run, max_chars):
+    keys, streams, first, second = run
+    frames_a = Gate("r", keys, max_delta_chars=max_chars).feed_all(first)
+    frames_b = Gate("r", keys, max_delta_chars=max_chars).feed_all(second)
+    check_guarantees(keys, streams, frames_a)
+    assert frames_a == frames_b
+    assert all(len(f["text"]) <= max_chars for f in frames_a if f["type"] == "task.delta")
+    # Fed one event at a time (as a recovery replays a log), every delta still fits.
+    gate = Gate("r", keys, max_delta_chars=max_chars)
+    one_by_one = [frame for event in first for frame in gate.feed(event)]
+    check_guarantees(keys, streams, one_by_one)
+    assert all(0 < len(f["text"]) <= max_chars for f in one_by_one if f["type"] == "task.delta")
+
+
+def test_a_held_task_is_flushed_in_frames_of_the_bound():
+    gate = Gate("r", ["a", "b"], max_delta_chars=4)
+    gate.feed_all(
+        [TaskEvent("a", STARTED), TaskEvent("b", STARTED), TaskEvent("b", DELTA, text="0123456789")]
+    )
+    flushed = gate.feed(TaskEvent("a", COMPLETED, stats={}))
+    assert [f.get("text") for f in flushed if f["type"] == "task.delta"] == ["0123", "4567", "89"]
+    assert [f["seq"] for f in flushed] == [2, 3, 4, 5, 6]
+
+
+@settings(max_examples=300, deadline=None)
+@given(runs(), st.integers(0, 3000), st.integers(1, 7))
+def test_the_log_never_passes_its_byte_bound_and_a_cut_run_ends_too_large(run, room, max_chars):
+    from streams.runs.gate import frame_bytes
+
+    keys, streams, events, _ = run
+    cap = gate_reserve(keys) + room
+    gate = Gate("r", keys, max_delta_chars=max_chars, max_log_bytes=cap)
+    frames = []
+    for event in events:  # one send per event: the most frames, the most JSON overhead
+        if gate.ended:
+            break
+        frames += gate.feed(event)
+    assert sum(frame_bytes(f) for f in frames) == gate.log_bytes <= cap
+    assert [f["seq"] for f in frames] == list(range(1, len(frames) + 1))
+    if not gate.ended:
+        return
+    cut = frames[-1]["type"] == "run.failed" and frames[-1]["error"]["code"] == "too_large"
+    task_frames = [f for f in frames if f["type"].startswith("task.")]
+    for k in keys:
+        mine = [f for f in task_frames if f["task"] == k]
+        assert mine[0]["type"] == "task.started"
+        assert mine[-1]["type"] in ("task.completed", "task.failed")
+        assert [f["type"] for f in mine].count("task.started") == 1
+        expected = "".join(e.text for e in streams[k] if e.kind == DELTA)
+        sent = "".join(f["text"] for f in mine if f["type"] == "task.delta")
+        # A cut run's texts stop early, never differ.
+        assert expected.startswith(sent) if cut else sent == expected
+
+
+def gate_reserve(keys) -> int:
+    """The bytes a gate keeps for its closing frames."""
+    return Gate("r", keys, max_log_bytes=10**9)._closing_reserve()
+
+
+def test_a_cut_fails_the_open_tasks_with_too_large_and_keeps_what_fit():
+    gate = Gate("r", ["a", "b"], max_log_bytes=gate_reserve(["a", "b"]) + 200)
+    frames = gate.feed_all([TaskEvent("a", STARTED), TaskEvent("a", DELTA, text="x" * 10)])
+    assert [f["type"] for f in frames] == ["task.started", "task.delta"]
+    frames = gate.feed(TaskEvent("a", DELTA, text="y" * 500))
+    assert [(f["type"], f.get("task")) for f in frames] == [
+        ("task.failed", "a"),
+        ("task.started", "b"),
+        ("task.failed", "b"),
+        ("run.failed", None),
+    ]
+    assert frames[-1]["error"]["code"] == "too_large" and gate.ended
+    assert gate.cancel() == []

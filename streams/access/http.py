@@ -103,6 +103,8 @@ STATUS = {
     "rate_limited": 429,
     "layer_unavailable": 503,
     "unavailable": 503,
+    "shutting_down": 503,
+    "internal": 500,
 }
 
 

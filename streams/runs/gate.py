@@ -4,8 +4,15 @@ The gate is the one place that holds back text: the head task is live, every lat
 events are kept (its text joined) until every task before it has ended, then flushed. Each
 call's frames are one batch (one send): consecutive deltas of one task within it are joined
 into one frame, so the same events give the same frames however they interleave.
+
+Two bounds, both applied where frames get their seq so that they stay deterministic: a
+delta's text is cut into frames of at most `max_delta_chars` characters, and the frames'
+JSON (as the run log stores it) never passes `max_log_bytes`: the frame that would pass it
+is not sent, the open tasks fail and the run ends with `too_large` (room for those closing
+frames is kept free).
 """
 
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,10 +27,13 @@ from ..protocol import (
     TASK_FAILED,
     TASK_STARTED,
     TASKS_FAILED,
+    TOO_LARGE,
     Frame,
 )
 
 STARTED, DELTA, COMPLETED, FAILED = "started", "delta", "completed", "failed"
+# The log budget keeps room for the frames that end a run early, with messages this long.
+CLOSING_MESSAGE_CHARS = 200
 FINISHES = (COMPLETED, FAILED)
 
 
@@ -61,9 +71,18 @@ _Staged = tuple[str, dict[str, Any]]
 class Gate:
     """Sends the head task live, holds the others, flushes them in delivery order."""
 
-    def __init__(self, run_id: str, order: Sequence[str]):
+    def __init__(
+        self,
+        run_id: str,
+        order: Sequence[str],
+        *,
+        max_delta_chars: int | None = None,
+        max_log_bytes: int | None = None,
+    ):
         if len(set(order)) != len(order) or not order:
             raise ValueError("delivery order must be a non-empty list of distinct keys")
+        if max_delta_chars is not None and max_delta_chars < 1:
+            raise ValueError("max_delta_chars must be at least 1")
         self.run_id = run_id
         self.order = tuple(order)
         self._lanes = {key: _Lane() for key in self.order}
@@ -71,6 +90,14 @@ class Gate:
         self.seq = 0
         self.failed: list[str] = []
         self.ended = False
+        self.max_delta_chars = max_delta_chars
+        self.max_log_bytes = max_log_bytes
+        self.log_bytes = 0  # JSON bytes of every frame numbered so far
+        # Tasks whose started / end frame has been numbered (what a cut must still close).
+        self._numbered_started: set[str] = set()
+        self._numbered_end: set[str] = set()
+        self._delta_base: dict[str, int] = {}
+        self._budget = None if max_log_bytes is None else max_log_bytes - self._closing_reserve()
 
     @property
     def head(self) -> str | None:
@@ -115,7 +142,8 @@ class Gate:
         self._head = len(self.order)
         self.ended = True
         out.append((kind, {"error": error} if count_failed else {}))
-        return self._number(out)
+        # Closing frames always fit: the budget keeps room for them.
+        return self._number(out, closing=True)
 
     def _feed(self, event: TaskEvent, out: list[_Staged]) -> None:
         """Check one event, then send it (head) or hold it."""
@@ -191,15 +219,103 @@ class Gate:
             else:
                 out.append((RUN_COMPLETED, {}))
 
-    def _number(self, out: list[_Staged]) -> list[Frame]:
-        """Give the batch's frames their seq (and deltas their joined text)."""
-        frames = []
+    def _number(self, out: list[_Staged], closing: bool = False) -> list[Frame]:
+        """Give the batch's frames their seq (a delta's joined text cut to size), within the log budget."""
+        frames: list[Frame] = []
         for kind, fields in out:
-            self.seq += 1
-            if kind == TASK_DELTA:
-                fields = {"task": fields["task"], "text": "".join(fields["text"])}
-            frames.append({"type": kind, "run_id": self.run_id, "seq": self.seq, **fields})
+            if kind != TASK_DELTA:
+                frame = {"type": kind, "run_id": self.run_id, "seq": self.seq + 1, **fields}
+                if not self._add(frames, frame, closing):
+                    return self._cut(frames)
+                continue
+            text = "".join(fields["text"])
+            step = self.max_delta_chars or len(text)
+            for start in range(0, len(text), step):
+                frame = {
+                    "type": TASK_DELTA,
+                    "run_id": self.run_id,
+                    "seq": self.seq + 1,
+                    "task": fields["task"],
+                    "text": text[start : start + step],
+                }
+                if not self._add(frames, frame):
+                    return self._cut(frames)
         return frames
+
+    def _add(self, frames: list[Frame], frame: Frame, closing: bool = False) -> bool:
+        """Number the frame into `frames`, unless it would pass the log budget."""
+        if self._budget is not None:
+            size = self._size(frame)
+            if self.log_bytes + size > self._budget and not closing:
+                return False
+            self.log_bytes += size
+        self.seq = frame["seq"]
+        frames.append(frame)
+        if frame["type"] == TASK_STARTED:
+            self._numbered_started.add(frame["task"])
+        elif frame["type"] in (TASK_COMPLETED, TASK_FAILED):
+            self._numbered_end.add(frame["task"])
+        return True
+
+    def _cut(self, frames: list[Frame]) -> list[Frame]:
+        """The log budget is spent: close every task not closed yet, then end the run (too_large)."""
+        error = {"code": TOO_LARGE, "message": f"the run's output passed {self.max_log_bytes} bytes"}
+        for frame in self._closing(error):
+            self.log_bytes += self._size(frame)
+            frames.append(frame)
+        for lane in self._lanes.values():
+            lane.held_text, lane.held_end = [], None
+        self._head = len(self.order)
+        self.ended = True
+        return frames
+
+    def _closing(self, error: dict) -> list[Frame]:
+        """The frames that close the run after a cut: started/failed per open task, then run.failed."""
+        out: list[Frame] = []
+
+        def add(kind: str, **fields) -> None:
+            self.seq += 1
+            out.append({"type": kind, "run_id": self.run_id, "seq": self.seq, **fields})
+
+        for key in self.order:
+            if key in self._numbered_end:
+                continue
+            if key not in self._numbered_started:
+                add(TASK_STARTED, task=key)
+            if key not in self.failed:
+                self.failed.append(key)
+            add(TASK_FAILED, task=key, error=error)
+        add(RUN_FAILED, error=error)
+        return out
+
+    def _closing_reserve(self) -> int:
+        """Bytes closing frames can take at most: every task open, a 12-digit seq, the longest
+        code and a message of up to CLOSING_MESSAGE_CHARS (the core's own are shorter)."""
+        error = {"code": "x" * 32, "message": "x" * CLOSING_MESSAGE_CHARS}
+        seq = 10**12 - 1
+        frames = [{"type": RUN_FAILED, "run_id": self.run_id, "seq": seq, "error": error}]
+        for key in self.order:
+            frames.append({"type": TASK_STARTED, "run_id": self.run_id, "seq": seq, "task": key})
+            frames.append(
+                {"type": TASK_FAILED, "run_id": self.run_id, "seq": seq, "task": key, "error": error}
+            )
+        return sum(frame_bytes(f) for f in frames)
+
+    def _size(self, frame: Frame) -> int:
+        """frame_bytes(frame), without encoding anything but a delta's text (one per send)."""
+        if frame["type"] != TASK_DELTA:
+            return frame_bytes(frame)
+        task = frame["task"]
+        base = self._delta_base.get(task)
+        if base is None:
+            empty = {"type": TASK_DELTA, "run_id": self.run_id, "seq": 0, "task": task, "text": ""}
+            base = self._delta_base[task] = frame_bytes(empty) - len('0""')
+        return base + len(str(frame["seq"])) + len(json.dumps(frame["text"]))
+
+
+def frame_bytes(frame: Frame) -> int:
+    """Size of the frame as the run log stores it (json.dumps with its defaults)."""
+    return len(json.dumps(frame))
 
 
 def _delta(out: list[_Staged], task: str, parts: list[str]) -> None:

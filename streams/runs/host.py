@@ -94,6 +94,8 @@ class RunHost:
             publisher.progress,
             progress_interval_s=cfg["PROGRESS_INTERVAL_S"],
             coalesce_window_s=cfg["COALESCE_WINDOW_S"],
+            max_delta_chars=cfg["MAX_DELTA_CHARS"] or None,
+            max_log_bytes=cfg["MAX_RUN_LOG_BYTES"] or None,
         )
         run = HostedRun(run_id, spec, pump, recorder, history or History(), quota=quota)
         if on_layer_failure is not None:
@@ -114,6 +116,7 @@ class RunHost:
                 RecordingSink(run.pump, run.recorder),
                 default_timeout_s=settings.STREAMS["TASK_TIMEOUT_S"],
                 history=run.history,
+                max_task_bytes=settings.STREAMS["MAX_TASK_BYTES"] or None,
             )
         )
         run.exec_task = exec_task
@@ -123,6 +126,9 @@ class RunHost:
             if pump_task.done() and pump_task.exception() is not None:
                 await self._send_failed(run, exec_task, pump_task.exception())
                 return
+            if pump_task.done():
+                # The gate ended the run early (its log passed its bound): stop its tasks.
+                exec_task.cancel()
             try:
                 await exec_task
             except asyncio.CancelledError:
@@ -218,6 +224,14 @@ class RunHost:
         message = {"type": "run.control", "action": action, "run_id": run_id}
         await self.layer.group_send(control_group(run_id), message)
 
+    def end_runs(self, code: str, message: str) -> None:
+        """End every run hosted here as failed with `code` (shutdown), through its pump."""
+        for run in list(self.runs.values()):
+            # The pump's first ending wins: the cancel that follows only stops the tasks.
+            run.pump.abort(code, message)
+            if run.exec_task is not None:
+                run.exec_task.cancel()
+
     def _cancel_local(self, run_id: str) -> None:
         run = self.runs.get(run_id)
         if run is not None and run.exec_task is not None:
@@ -296,6 +310,11 @@ def get_host() -> RunHost:
     if host is None:
         host = _hosts[loop] = RunHost()
     return host
+
+
+def current_host() -> RunHost | None:
+    """The running loop's host, if it has one (never creates one)."""
+    return _hosts.get(asyncio.get_running_loop())
 
 
 async def close_host() -> None:

@@ -10,6 +10,7 @@ from typing import Protocol
 from .. import logs
 from ..pipelines.prompts import render_prompt
 from ..pipelines.specs import PipelineSpec, TaskSpec
+from ..protocol import TOO_LARGE
 from ..providers import LLMRequest, Provider, ProviderError, Usage, get_provider
 from ..providers.fallback import stream_with_fallbacks
 from ..records import metrics
@@ -45,11 +46,13 @@ async def execute(
     default_timeout_s: float,
     providers: Callable[[str], Provider] = get_provider,
     history: History | None = None,
+    max_task_bytes: int | None = None,
 ) -> dict[str, str]:
     """Run every task of `spec`; return the outputs of the tasks that completed.
 
     `history` is the conversation's earlier turns: as text for `{{ history }}`, and as chat
-    messages before the prompt of a task set to receive them (`history_messages`).
+    messages before the prompt of a task set to receive them (`history_messages`). A task whose
+    text passes `max_task_bytes` (UTF-8) fails with `too_large`; the others go on.
     """
     history = history or History()
     outputs: dict[str, str] = {}
@@ -73,7 +76,9 @@ async def execute(
                 "history": history.text,
             }
             turns = tuple(history.messages) if task.history_messages else ()
-            text, stats = await _stream_task(task, context, turns, sink, default_timeout_s, providers)
+            text, stats = await _stream_task(
+                task, context, turns, sink, default_timeout_s, providers, max_task_bytes
+            )
         except TaskFailed as exc:
             logger.warning("task failed: %s: %s", exc.code, exc.message)
             sink.finished(task.key, error={"code": exc.code, "message": exc.message})
@@ -98,6 +103,7 @@ async def _stream_task(
     sink: Sink,
     default_timeout_s: float,
     providers: Callable[[str], Provider],
+    max_task_bytes: int | None = None,
 ) -> tuple[str, dict]:
     """Call the task's provider and pass its text on; return the text and the task's stats."""
     begin = time.monotonic()
@@ -117,6 +123,8 @@ async def _stream_task(
     usage: Usage | None = None
     first: float | None = None
     timeout_s = task.timeout_s or default_timeout_s
+    size = 0  # UTF-8 bytes of the task's text so far
+    limit = max_task_bytes or float("inf")
     try:
         async with asyncio.timeout(timeout_s):
             # Fallbacks wrap the stream only where configured: it costs a generator hop a piece.
@@ -136,6 +144,11 @@ async def _stream_task(
                             continue
                         if first is None:
                             first = time.monotonic()
+                        # isascii() is O(1) in CPython: only non-ASCII text gets encoded to count.
+                        size += len(piece) if piece.isascii() else len(piece.encode())
+                        if size > limit:
+                            # Leaving the `async with` closes the upstream stream.
+                            raise TaskFailed(TOO_LARGE, f"the task's output passed {max_task_bytes} bytes")
                         parts.append(piece)
                         sink.delta(task.key, piece)
                         if len(parts) % YIELD_EVERY == 0:
@@ -147,6 +160,8 @@ async def _stream_task(
         cut_short = getattr(sink, "cut_short", None)
         if cut_short is not None:
             cut_short(task.key, stats=_stats(begin, first, parts, usage))
+        raise
+    except TaskFailed:
         raise
     except TimeoutError:
         raise TaskFailed("timeout", f"the task took longer than {timeout_s:g} s") from None

@@ -43,8 +43,10 @@ class RunPump:
         *,
         progress_interval_s: float = 0.5,
         coalesce_window_s: float = 0.0,
+        max_delta_chars: int | None = None,
+        max_log_bytes: int | None = None,
     ):
-        self.gate = Gate(run_id, order)
+        self.gate = Gate(run_id, order, max_delta_chars=max_delta_chars, max_log_bytes=max_log_bytes)
         self._pending = {key: _Pending() for key in order}
         self._publish = publish
         self._progress = progress

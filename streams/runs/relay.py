@@ -9,12 +9,23 @@ from ..store.runlog import get_run_log
 
 logger = logging.getLogger(__name__)
 
+# Frames read from the log at a time by a replay: a resume of a long run never holds its
+# whole log, and stops reading once the connection ends (a slow reader's outbox overflowed).
+REPLAY_PAGE = 200
+
 
 class RunRelay:
     """What one client has been sent of one run, and the sending of the rest in order."""
 
-    def __init__(self, run_id: str, after_seq: int, send: Callable[[Frame], Awaitable[None]]):
+    def __init__(
+        self,
+        run_id: str,
+        after_seq: int,
+        send: Callable[[Frame], Awaitable[None]],
+        stopped: Callable[[], bool] | None = None,
+    ):
         self.run_id = run_id
+        self._stopped = stopped or (lambda: False)
         self.last = after_seq
         self.ended = False
         self._send = send
@@ -38,12 +49,17 @@ class RunRelay:
             await self._deliver(frame)
 
     async def replay(self) -> None:
-        """Send what the run's log holds after the last seq sent."""
-        await self.push(await get_run_log().read(self.run_id, self.last))
+        """Send what the run's log holds after the last seq sent, a page at a time."""
+        log = get_run_log()
+        while not self.ended and not self._stopped():
+            frames = await log.read(self.run_id, self.last, limit=REPLAY_PAGE)
+            await self.push(frames)
+            if len(frames) < REPLAY_PAGE:
+                return
 
     async def _repair(self, upto: int) -> None:
         """A message was lost (pub/sub reconnect) or overtaken: fill seq last+1..upto-1 from the log."""
-        for old in await get_run_log().read(self.run_id, self.last):
+        for old in await get_run_log().read(self.run_id, self.last, limit=upto - self.last - 1):
             if old["seq"] >= upto:
                 break
             await self._deliver(old)

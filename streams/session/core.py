@@ -22,6 +22,7 @@ from ..pipelines.specs import PipelineSpec
 from ..protocol import (
     END_TYPES,
     RUN_ACCEPTED,
+    SHUTTING_DOWN,
     TOO_MANY_RUNS,
     UNKNOWN_PIPELINE,
     UNKNOWN_RUN,
@@ -35,7 +36,9 @@ from ..runs.relay import RunRelay
 from ..store import LAYER_ERRORS
 from ..store.publisher import run_group
 from ..store.runlog import get_run_log, owned_meta
+from . import shutdown
 from .inputs import check_input
+from .outbox import Outbox
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +79,7 @@ class RunSession:
         echo_ref: bool = True,
         progress: bool = True,
         on_watch: Callable[[], None] | None = None,
+        outbox: Outbox | None = None,
     ):
         self.owner = owner
         self.layer = layer
@@ -96,6 +100,13 @@ class RunSession:
         self._echo_ref = echo_ref
         self._progress = progress
         self._on_watch = on_watch
+        # The connection's unsent frames (when the transport has one): a slow reader's
+        # overflow detaches this session, and a shutdown finishes it (session/shutdown.py).
+        self.outbox = outbox
+        self._closing: asyncio.Task | None = None
+        if outbox is not None:
+            outbox.on_overflow.append(self._slow_reader)
+            shutdown.register(self)
 
     # --- starting, resuming, cancelling -------------------------------------------------------
 
@@ -103,6 +114,8 @@ class RunSession:
         self, pipeline: str, user_input: str, ref: str | None = None, conversation: str | None = None
     ) -> StartPlan:
         """Check a run.start (limits, input, pipeline, conversation) without starting anything."""
+        if shutdown.draining():
+            raise ClientError(SHUTTING_DOWN, "the server is shutting down; start the run elsewhere", ref)
         if self._max_runs is not None and len(self.started) >= self._max_runs:
             raise ClientError(TOO_MANY_RUNS, "too many runs in flight on this connection", ref)
         check_input(user_input, settings.STREAMS["MAX_INPUT_CHARS"], ref)
@@ -197,7 +210,7 @@ class RunSession:
         if after_seq <= 0:
             return False
         log = get_run_log()
-        rest = await log.read(run_id, after_seq - 1)
+        rest = await log.read(run_id, after_seq - 1, limit=1)
         if not rest:  # the client claims to be past the log's end: was that the run's end?
             rest = (await log.read(run_id, 0))[-1:]
         return bool(rest) and rest[0]["seq"] <= after_seq and rest[0]["type"] in END_TYPES
@@ -216,7 +229,8 @@ class RunSession:
 
     def watch(self, run_id: str, after_seq: int) -> RunRelay:
         """Relay the run to this client from after `after_seq` on."""
-        relay = self.watching[run_id] = RunRelay(run_id, after_seq, self._send)
+        stopped = (lambda: self.outbox.closed) if self.outbox is not None else None
+        relay = self.watching[run_id] = RunRelay(run_id, after_seq, self._send, stopped=stopped)
         if self._on_watch is not None:
             self._on_watch()
         return relay
@@ -285,8 +299,24 @@ class RunSession:
 
     # --- closing ------------------------------------------------------------------------------
 
+    @property
+    def closed(self) -> bool:
+        """Whether the connection ends (its outbox takes nothing more): ignore its client frames."""
+        return self.outbox is not None and self.outbox.closed
+
+    def _slow_reader(self, dropped: int) -> None:
+        """The client read too slowly: its runs are detached now, as if it had closed."""
+        logger.warning(
+            "slow reader: %d bytes unsent (over %d), closing the connection and detaching runs %s",
+            dropped,
+            self.outbox.max_bytes,
+            list(self.watching),
+        )
+        self._closing = asyncio.ensure_future(self.close())
+
     async def close(self) -> None:
         """Stop watching every run: detach (the host cancels a run nobody watches), leave, settle."""
+        shutdown.unregister(self)
         watching, attached = list(self.watching), list(self.attached)
         self.watching, self.attached = {}, set()
         if not watching and not attached:
@@ -297,7 +327,7 @@ class RunSession:
                 for run_id in attached:
                     # Detach first, so that upstream streams close as early as possible.
                     await host.detach(run_id)
-                for run_id in watching:
+                for run_id in watching if self.channel is not None else ():
                     await self.layer.group_discard(run_group(run_id), self.channel)
                 # Nothing of a cancelled run may outlive the client: wait for local ones.
                 await host.settle(attached)

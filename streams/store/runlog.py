@@ -45,13 +45,14 @@ class MemoryRunLog:
         if log is not None:
             log.extend(frames)
 
-    async def read(self, run_id: str, after_seq: int) -> list[Frame]:
-        """Frames with seq > after_seq, in order."""
+    async def read(self, run_id: str, after_seq: int, limit: int | None = None) -> list[Frame]:
+        """Frames with seq > after_seq, in order (at most `limit`)."""
         log = self._frames.get(run_id)
         if not log:
             return []
         # seq grows by exactly 1, so it gives the index once the trimmed head is known.
-        return list(itertools.islice(log, max(after_seq - log[0]["seq"] + 1, 0), None))
+        first = max(after_seq - log[0]["seq"] + 1, 0)
+        return list(itertools.islice(log, first, None if limit is None else first + limit))
 
     async def append_after(self, run_id: str, last_seq: int, frames: list[Frame]) -> bool:
         """Append only if the log ends at `last_seq` (nobody else appended meanwhile)."""
@@ -181,9 +182,10 @@ class RedisRunLog:
         """Send commands through the running loop's batcher (see store/batch.py)."""
         return await self._batch().execute(commands)
 
-    async def read(self, run_id: str, after_seq: int) -> list[Frame]:
-        """Frames with seq > after_seq, in order."""
-        entries = await self._redis().xrange(self._key(run_id, "log"), min=f"{max(after_seq, 0) + 1}-0")
+    async def read(self, run_id: str, after_seq: int, limit: int | None = None) -> list[Frame]:
+        """Frames with seq > after_seq, in order (at most `limit`)."""
+        key = self._key(run_id, "log")
+        entries = await self._redis().xrange(key, min=f"{max(after_seq, 0) + 1}-0", count=limit)
         return [json.loads(fields[b"f"]) for _, fields in entries]
 
     async def aclose(self) -> None:

@@ -1,4 +1,5 @@
-"""Real daphne processes for tests that need the app over real sockets (browser, SSE, several instances)."""
+"""Real server processes (daphne, or uvicorn through streams.serve) for tests that need the app
+over real sockets (browser, SSE, several instances, shutdown)."""
 
 import json
 import os
@@ -45,6 +46,8 @@ def app_env(database_url: str, redis_url: str, **extra: str) -> dict[str, str]:
         STREAMS_MAX_RUNS_PER_OWNER="100000",
         STREAMS_MAX_RUNS_PER_MINUTE="100000",
         STREAMS_MAX_CONNECTIONS_PER_OWNER="100000",
+        # A stopping server drains its runs for at most this long (the default is 20 s).
+        STREAMS_DRAIN_S="2",
     )
     env.update(extra)
     return env
@@ -77,10 +80,18 @@ def prepare_database(tmp_dir: Path, redis_url: str, pipelines: dict | None = Non
 
 
 class LiveServer:
-    """One daphne process serving the app on 127.0.0.1; a context manager."""
+    """One server process (daphne, or "uvicorn": `python -m streams.serve`) serving the app on
+    127.0.0.1; a context manager."""
 
-    def __init__(self, env: dict[str, str], port: int | None = None, log_path: Path | None = None):
+    def __init__(
+        self,
+        env: dict[str, str],
+        port: int | None = None,
+        log_path: Path | None = None,
+        server: str = "daphne",
+    ):
         self.env = env
+        self.server = server
         self.port = port or free_port()
         self.log_path = log_path
         self.proc: subprocess.Popen | None = None
@@ -96,20 +107,26 @@ class LiveServer:
         """ws://127.0.0.1:PORT/ws/streams/"""
         return f"ws://127.0.0.1:{self.port}/ws/streams/"
 
+    def command(self) -> list[str]:
+        """The server's command line."""
+        if self.server == "uvicorn":
+            return [sys.executable, "-m", "streams.serve", "--host", "127.0.0.1", "--port", str(self.port)]
+        return [
+            sys.executable,
+            "-m",
+            "daphne",
+            "-b",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+            "orchestrator_site.asgi:application",
+        ]
+
     def start(self) -> "LiveServer":
-        """Start daphne and wait until it accepts connections."""
+        """Start the server and wait until it accepts connections."""
         self._log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "daphne",
-                "-b",
-                "127.0.0.1",
-                "-p",
-                str(self.port),
-                "orchestrator_site.asgi:application",
-            ],
+            self.command(),
             cwd=ROOT,
             env=self.env,
             stdout=self._log,
@@ -122,8 +139,12 @@ class LiveServer:
             raise
         return self
 
+    def log_text(self) -> str:
+        """What the server has logged so far (needs log_path)."""
+        return self.log_path.read_text(errors="replace") if self.log_path and self.log_path.exists() else ""
+
     def stop(self) -> None:
-        """Stop daphne (SIGTERM, then SIGKILL after 10 s)."""
+        """Stop the server (SIGTERM, then SIGKILL after 10 s)."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             try:
