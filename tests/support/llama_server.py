@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.live import ROOT, free_port
+from tests.support.live import ROOT, free_port, stop_process
 
 logger = logging.getLogger(__name__)
 
@@ -130,13 +130,7 @@ def start_llama_server(log_dir: Path, *, interrupt_requests: bool) -> LlamaServe
 
 def stop_llama_server(server: LlamaServer) -> None:
     """Terminate the server, killing it if it does not exit promptly."""
-    if server.process.poll() is None:
-        server.process.terminate()
-        try:
-            server.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.process.kill()
-            server.process.wait()
+    stop_process(server.process)
 
 
 @pytest.fixture(scope="session")

@@ -9,8 +9,8 @@ import uuid
 import httpx
 import psutil
 import websockets
-from streams.access.owners import owner_of
 
+from streams.access.owners import owner_of
 from streams.store.runlog import RedisRunLog
 
 # A client socket's receive buffer: small and fixed, so that the kernel's autotuning does not
