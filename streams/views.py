@@ -3,6 +3,7 @@
 from django.conf import settings
 from django.contrib.auth.views import redirect_to_login
 from django.shortcuts import render
+from django.urls import reverse
 from django.views.decorators.cache import never_cache
 
 from .pipelines.catalog import list_pipelines
@@ -27,5 +28,6 @@ def chat(request):
         "defaultPipeline": default,
         "maxInputChars": settings.STREAMS["MAX_INPUT_CHARS"],
         "loginUrl": settings.LOGIN_URL,
+        "conversationsUrl": reverse("conversations"),
     }
     return render(request, "streams/chat.html", {"pipelines": pipelines, "config": config})

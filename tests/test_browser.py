@@ -188,9 +188,9 @@ def test_answer_streams_live_then_sections_in_order(page, serve, tmp_path):
     expect(page.locator("#send")).to_be_visible()
     expect(page.locator("#prompt")).to_be_focused()
 
-    # The README's picture: rewritten only on request, so that a test run leaves the tree clean.
-    target = SCREENSHOT if os.environ.get("UPDATE_SCREENSHOT") else tmp_path / "screenshot.png"
-    page.set_viewport_size({"width": 1200, "height": 1000})  # the whole exchange in one picture
+    # The whole exchange renders into a picture (the README's is test_browser_chat.py's).
+    target = tmp_path / "screenshot.png"
+    page.set_viewport_size({"width": 1200, "height": 1000})
     page.screenshot(path=str(target))
     assert target.stat().st_size > 10_000
 
@@ -297,7 +297,8 @@ def test_model_output_with_scripts_and_handlers_is_inert(page, serve):
     page.wait_for_timeout(300)  # a handler or navigation would have fired by now
     assert page.evaluate("() => window.__xss") is None
     assert page.dialogs == []
-    assert page.url.rstrip("/") == server.url
+    # No navigation: still the chat page, whose URL names only the conversation.
+    assert re.fullmatch(re.escape(server.url) + r"/\?c=\w+", page.url), page.url
 
 
 def test_a_failing_task_shows_its_error_while_the_others_go_on(page, serve):

@@ -110,7 +110,14 @@ async def test_the_owner_reads_the_conversation_and_a_stranger_gets_404(async_cl
         assert set(turn) == {"run_id", "pipeline", "input", "status", "tasks"}
         assert turn["status"] == "completed" and turn["pipeline"] == "rec"
         assert turn["tasks"] == [
-            {"key": "answer", "title": "Answer", "status": "completed", "text": "re: " + turn["input"]}
+            {
+                "key": "answer",
+                "title": "Answer",
+                "status": "completed",
+                "text": "re: " + turn["input"],
+                "finish_reason": None,
+                "error": None,
+            }
         ]
 
     listing = (await async_client.get(reverse("conversations"))).json()["conversations"]
@@ -120,3 +127,22 @@ async def test_the_owner_reads_the_conversation_and_a_stranger_gets_404(async_cl
     assert stranger.status_code == 404
     others = await database_sync_to_async(client.get)(reverse("conversations"))
     assert others.json() == {"conversations": []}
+
+
+async def test_the_api_gives_a_length_cut_and_a_failed_tasks_error(async_client):
+    """A reloaded chat page shows what the live one did: finish_reason and the error of a failure."""
+    await async_client.get(reverse("chat"))
+    owner = session_owner(async_client.cookies["sessionid"].value)
+    spec = spec_of(
+        {"key": "cut", "title": "Cut", "model": "cut:3"},
+        {"key": "bad", "title": "Bad", "model": "fail:2"},
+    )
+    cid = await converse(owner, ["go"], spec)
+    assert await flush_all()
+
+    (turn,) = (await async_client.get(reverse("conversation", args=[cid]))).json()["turns"]
+    cut, bad = turn["tasks"]
+    assert (cut["status"], cut["finish_reason"], cut["error"]) == ("completed", "length", None)
+    assert cut["text"] == "0 1 2 "
+    assert (bad["status"], bad["finish_reason"]) == ("failed", None)
+    assert bad["error"] == {"code": "upstream_error", "message": "scripted failure"}

@@ -16,6 +16,8 @@
     conn: $("conn"),
     connText: $("conn-text"),
     announcer: $("announcer"),
+    notice: $("notice"),
+    loading: $("loading"),
   };
 
   // ---------------------------------------------------------------- safe Markdown
@@ -172,12 +174,14 @@
       const body = el("div", "md");
       const error = el("p", "task-error");
       error.hidden = true;
+      const note = el("p", "task-note");
+      note.hidden = true;
       const meta = el("p", "task-meta");
       meta.hidden = true;
-      section.append(head, bg, body, error, meta);
+      section.append(head, bg, body, note, error, meta);
       turn.reply.insertBefore(section, turn.status);
       const entry = {
-        key: task.key, title: task.title || task.key, el: section, badge, bg, bgText, body, error, meta,
+        key: task.key, title: task.title || task.key, el: section, badge, bg, bgText, body, note, error, meta,
         text: "", rendered: "", state: "pending",
       };
       turn.sections.set(task.key, entry);
@@ -288,7 +292,7 @@
   }
 
   function loginUrl() {
-    return `${config.loginUrl}?next=${encodeURIComponent(location.pathname)}`;
+    return `${config.loginUrl}?next=${encodeURIComponent(location.pathname + location.search)}`;
   }
 
   function scheduleReconnect(opened) {
@@ -392,6 +396,7 @@
     byRun.set(frame.run_id, turn);
     buildSections(turn, frame.tasks || []);
     setTurnStatus(turn, "running", "");
+    if (typeof frame.conversation === "string" && frame.conversation) joined(turn, frame.conversation);
     if (turn.stopRequested) sendFrame({ type: "run.cancel", run_id: turn.runId, ref: turn.ref });
   }
 
@@ -409,7 +414,8 @@
     const turn = frame.ref ? turns.get(frame.ref) : null;
     if (!turn || turn.ended) return;
     if (!turn.runId) {
-      failTurn(turn, frame.message || "The message was refused.");
+      const gone = "This chat no longer exists or belongs to someone else. Start a new chat to go on.";
+      failTurn(turn, frame.code === "unknown_conversation" ? gone : frame.message || "The message was refused.");
     } else if (frame.code === "unknown_run") {
       // The run is gone (grace period over, or its log expired): nothing more will come.
       failTurn(turn, "The connection was lost for too long; this reply could not be resumed.");
@@ -458,7 +464,8 @@
     }
   }
 
-  function completeSection(section, stats) {
+  // What a section shows when its task completed; live and restored alike. True for a `length` cut.
+  function showCompleted(section, stats) {
     renderSection(section);
     setSectionState(section, "done");
     const parts = [];
@@ -468,7 +475,27 @@
     section.meta.textContent = parts.join(" · ");
     section.meta.hidden = parts.length === 0;
     if (!section.text) section.body.textContent = "(no text)";
-    announce(`${section.title}: ${summary(section.text) || "no text"}`);
+    // max_tokens cut the answer: it reads complete but is not.
+    const cut = stats.finish_reason === "length";
+    section.el.dataset.finish = typeof stats.finish_reason === "string" ? stats.finish_reason : "";
+    section.note.hidden = !cut;
+    if (cut) {
+      section.badge.textContent = "Cut off";
+      section.note.textContent = "Cut off: length limit";
+    }
+    return cut;
+  }
+
+  function completeSection(section, stats) {
+    const cut = showCompleted(section, stats);
+    announce(`${section.title}${cut ? " (cut off: length limit)" : ""}: ${summary(section.text) || "no text"}`);
+  }
+
+  function showFailed(section, error) {
+    renderSection(section);
+    setSectionState(section, "failed");
+    section.error.textContent = error.message ? `${error.message} (${error.code || "error"})` : "This section failed.";
+    section.error.hidden = false;
   }
 
   function failSection(section, error) {
@@ -477,10 +504,17 @@
       setSectionState(section, "stopped");
       return;
     }
-    setSectionState(section, "failed");
-    section.error.textContent = error.message ? `${error.message} (${error.code || "error"})` : "This section failed.";
-    section.error.hidden = false;
+    showFailed(section, error);
     announce(`${section.title} failed: ${error.message || "error"}.`);
+  }
+
+  // A run whose sections all ended by themselves is finished, even when the server calls it
+  // failed because one of them failed: that section already shows its own error.
+  function finishedStatus(turn, took) {
+    const failed = [...turn.sections.values()].filter((s) => s.state === "failed").length;
+    return failed
+      ? ["partial", `Finished${took}; ${failed} section${failed === 1 ? "" : "s"} failed.`]
+      : ["completed", `Finished${took}.`];
   }
 
   function endTurn(turn, how, error) {
@@ -493,15 +527,10 @@
         setSectionState(section, how === "cancelled" ? "stopped" : "failed");
       }
     }
-    const seconds = ((performance.now() - turn.startedAt) / 1000).toFixed(1);
-    // A run whose sections all ended by themselves is finished, even when the server calls it
-    // failed because one of them failed: that section already shows its own error.
+    // A restored run started before this page: its duration is not known here.
+    const took = turn.restored ? "" : ` in ${((performance.now() - turn.startedAt) / 1000).toFixed(1)} s`;
     if (how === "completed" || (how === "failed" && cutShort === 0 && turn.sections.size > 0)) {
-      const failed = [...turn.sections.values()].filter((s) => s.state === "failed").length;
-      const text = failed
-        ? `Finished in ${seconds} s; ${failed} section${failed === 1 ? "" : "s"} failed.`
-        : `Finished in ${seconds} s.`;
-      setTurnStatus(turn, failed ? "partial" : "completed", text);
+      setTurnStatus(turn, ...finishedStatus(turn, took));
     } else if (how === "cancelled" && (turn.stopRequested || !turn.dropped)) {
       setTurnStatus(turn, "cancelled", "Stopped. The run was cancelled.");
       announce("Stopped.");
@@ -516,6 +545,7 @@
       announce(`The run failed${why}`);
     }
     finishActive(turn);
+    sidebar.refresh();
   }
 
   function failTurn(turn, message) {
@@ -530,6 +560,7 @@
       autosize();
     }
     finishActive(turn);
+    if (turn.runId) sidebar.refresh();
   }
 
   // ---------------------------------------------------------------- composer
@@ -553,7 +584,9 @@
   }
 
   function sendStart(turn) {
-    if (sendFrame({ type: "run.start", pipeline: turn.pipeline, input: turn.input, ref: turn.ref })) {
+    const frame = { type: "run.start", pipeline: turn.pipeline, input: turn.input, ref: turn.ref };
+    if (turn.conversation) frame.conversation = turn.conversation;
+    if (sendFrame(frame)) {
       turn.startSent = true;
       setTurnStatus(turn, "sending", "Waiting for the server…");
     } else {
@@ -579,6 +612,7 @@
     ui.prompt.value = "";
     autosize();
     const turn = newTurn(pipeline, input);
+    turn.conversation = conversationId;
     active = turn;
     setBusy(true);
     scrollToBottom();
@@ -634,7 +668,11 @@
     }
   });
   document.addEventListener("keydown", (event) => {
-    if (event.key === "Escape" && active) {
+    if (event.key !== "Escape") return;
+    if (sidebar.isOpen()) {
+      event.preventDefault();
+      sidebar.close();
+    } else if (active) {
       event.preventDefault();
       stop();
     }
@@ -645,6 +683,202 @@
   const saved = localStorage.getItem("streams.pipeline");
   if (saved && [...ui.pipeline.options].some((o) => o.value === saved)) ui.pipeline.value = saved;
   ui.pipeline.addEventListener("change", () => localStorage.setItem("streams.pipeline", ui.pipeline.value));
+
+  // ---------------------------------------------------------------- conversations
+
+  // The conversation on screen, kept in the URL (?c=<id>) so that a reload restores it; null
+  // for a new chat until its first run.accepted names it.
+  let conversationId = null;
+  let view = 0; // bumped on every switch: a load for an earlier view is dropped
+  let loadFailed = false;
+
+  const sidebar = window.streamsSidebar({
+    listUrl: config.conversationsUrl,
+    onSelect(id) {
+      if (id !== conversationId || loadFailed) openConversation(id, true);
+      ui.prompt.focus(); // next comes the message (and a closed drawer keeps no focus)
+    },
+    onNew: () => newChat(true),
+  });
+
+  function conversationFromUrl() {
+    return new URLSearchParams(location.search).get("c") || null;
+  }
+
+  function setUrl(id, push) {
+    const params = new URLSearchParams(location.search);
+    if (id) params.set("c", id);
+    else params.delete("c");
+    const query = params.toString();
+    const url = `${location.pathname}${query ? `?${query}` : ""}${location.hash}`;
+    if (url === location.pathname + location.search + location.hash) return;
+    if (push) history.pushState(null, "", url);
+    else history.replaceState(null, "", url);
+  }
+
+  // The server's title of a conversation (its first input), until the list is fetched again.
+  function titleOf(input) {
+    return input.slice(0, 400).split(/\s+/).filter(Boolean).join(" ").slice(0, 200);
+  }
+
+  // run.accepted named the turn's conversation: a new chat has its id (and its URL) from now on.
+  function joined(turn, id) {
+    const fresh = !turn.conversation;
+    turn.conversation = id;
+    if (fresh && conversationId === null) {
+      conversationId = id;
+      setUrl(id, false);
+      sidebar.setCurrent(id);
+    }
+    sidebar.touch(id, titleOf(turn.input));
+  }
+
+  function clearView() {
+    view += 1;
+    // Runs of the conversation left behind go on (and are recorded); the page stops showing
+    // them, and coming back resumes one still in flight.
+    turns.clear();
+    byRun.clear();
+    dirty.clear();
+    ui.conversation.replaceChildren();
+    ui.empty.hidden = false;
+    ui.notice.hidden = true;
+    ui.loading.hidden = true;
+    loadFailed = false;
+    if (active) {
+      active = null;
+      setBusy(false);
+    }
+  }
+
+  function showNotice(text) {
+    ui.notice.textContent = text;
+    ui.notice.hidden = false;
+  }
+
+  function newChat(push) {
+    clearView();
+    conversationId = null;
+    setUrl(null, push);
+    sidebar.setCurrent(null);
+    ui.prompt.focus();
+  }
+
+  async function fetchConversation(id) {
+    const url = `${config.conversationsUrl}/${encodeURIComponent(id)}`;
+    for (let attempt = 0; ; attempt += 1) {
+      const response = await fetch(url, {
+        credentials: "same-origin",
+        cache: "no-store",
+        headers: { Accept: "application/json" },
+      });
+      if (response.ok) return response.json();
+      // A chat whose first run started a moment ago (on another instance) may not be written yet.
+      if (response.status === 404 && attempt === 0) {
+        await new Promise((resolve) => setTimeout(resolve, 600));
+        continue;
+      }
+      const error = new Error(`HTTP ${response.status}`);
+      error.status = response.status;
+      throw error;
+    }
+  }
+
+  async function openConversation(id, push) {
+    clearView();
+    const mine = view;
+    conversationId = id;
+    setUrl(id, push);
+    sidebar.setCurrent(id);
+    ui.empty.hidden = true;
+    ui.loading.hidden = false;
+    ui.conversation.setAttribute("aria-busy", "true");
+    let detail = null;
+    let failure = null;
+    try {
+      detail = await fetchConversation(id);
+    } catch (error) {
+      failure = error;
+    }
+    if (mine !== view) return;
+    ui.loading.hidden = true;
+    ui.conversation.removeAttribute("aria-busy");
+    if (detail) {
+      restore(detail);
+    } else if (failure && failure.status === 404) {
+      newChat(false);
+      showNotice("That chat does not exist (or belongs to someone else). This is a new chat.");
+    } else {
+      loadFailed = true;
+      ui.empty.hidden = true;
+      showNotice("This chat could not be loaded. Select it again or reload the page to retry.");
+    }
+  }
+
+  // Every turn as the live page showed it; a run still in flight is resumed from its start.
+  function restore(detail) {
+    const list = Array.isArray(detail.turns) ? detail.turns : [];
+    let running = null;
+    for (const t of list) {
+      const turn = newTurn(t.pipeline, t.input);
+      const tasks = Array.isArray(t.tasks) ? t.tasks : [];
+      Object.assign(turn, { conversation: detail.id, runId: t.run_id, startSent: true, restored: true });
+      byRun.set(t.run_id, turn);
+      buildSections(turn, tasks);
+      if (t.status === "running") {
+        // Replayed from seq 0 by the resume (onOpen, or below when the socket is open already).
+        // Its page is gone: a cancel the server sends now is that page's close (dropped).
+        turn.dropped = true;
+        setTurnStatus(turn, "running", "");
+        running = turn;
+        continue;
+      }
+      turn.ended = true;
+      for (const task of tasks) restoreSection(turn.sections.get(task.key), task);
+      // As endTurn decides live: a failed run whose sections all ended by themselves is finished.
+      const selfEnded = tasks.every((k) => k.status === "completed" || k.status === "failed");
+      if (t.status === "cancelled") {
+        setTurnStatus(turn, "cancelled", "Stopped. The run was cancelled.");
+      } else if (t.status === "completed" || (t.status === "failed" && selfEnded && tasks.length)) {
+        setTurnStatus(turn, ...finishedStatus(turn, ""));
+      } else {
+        setTurnStatus(turn, "failed", "The run failed.");
+      }
+    }
+    ui.empty.hidden = list.length > 0;
+    const last = list[list.length - 1];
+    if (last && [...ui.pipeline.options].some((o) => o.value === last.pipeline)) ui.pipeline.value = last.pipeline;
+    for (const turn of turns.values()) {
+      if (!turn.ended && ws && ws.readyState === WebSocket.OPEN) resume(turn, true);
+    }
+    if (running) {
+      active = running;
+      setBusy(true);
+    }
+    scrollToBottom();
+    announce(`Chat loaded: ${list.length} message${list.length === 1 ? "" : "s"}.`);
+  }
+
+  function restoreSection(section, task) {
+    if (!section) return;
+    section.text = typeof task.text === "string" ? task.text : "";
+    const error = task.error && typeof task.error === "object" ? task.error : {};
+    if (task.status === "completed") {
+      showCompleted(section, { finish_reason: task.finish_reason });
+    } else if (task.status === "failed" && error.code !== "cancelled") {
+      showFailed(section, error);
+    } else {
+      renderSection(section);
+      setSectionState(section, "stopped");
+    }
+  }
+
+  window.addEventListener("popstate", () => {
+    const id = conversationFromUrl();
+    if (id === conversationId) return;
+    if (id) openConversation(id, false);
+    else newChat(false);
+  });
 
   // ---------------------------------------------------------------- test hooks
 
@@ -668,7 +902,13 @@
     get lastSeq() {
       return active ? active.lastSeq : null;
     },
+    get conversation() {
+      return conversationId;
+    },
   };
 
+  const initial = conversationFromUrl();
+  if (initial) openConversation(initial, false);
+  sidebar.refresh();
   connect();
 })();

@@ -161,7 +161,8 @@ def conversation_detail(owner: str, conversation_id: str) -> dict | None:
     """The PROTOCOL.md shape of the owner's conversation, oldest turn first; None if not theirs.
 
     Each task's `text` is what the client received of it; a task of a cancelled run that the
-    client did not get whole is `cancelled`.
+    client did not get whole is `cancelled`. Beyond the contract's fields each task carries
+    `finish_reason` (None when the provider gave none) and `error` ({code, message} or None).
     """
     conversation = Conversation.objects.using(records_db()).filter(pk=conversation_id, owner=owner).first()
     if conversation is None:
@@ -176,14 +177,33 @@ def conversation_detail(owner: str, conversation_id: str) -> dict | None:
             if row is None:  # not recorded (yet): still to come, or cut off by the run's end
                 status = "pending" if run.status == "running" else "cancelled"
                 tasks.append(
-                    {"key": spec["key"], "title": spec.get("title", ""), "status": status, "text": ""}
+                    {
+                        "key": spec["key"],
+                        "title": spec.get("title", ""),
+                        "status": status,
+                        "text": "",
+                        "finish_reason": None,
+                        "error": None,
+                    }
                 )
                 continue
             text = row.text[: row.delivered_chars]
             status = row.status
             if run.status == "cancelled" and len(text) < len(row.text):
                 status = "cancelled"
-            tasks.append({"key": row.key, "title": row.title, "status": status, "text": text})
+            # What a reloaded page needs to show the task as the live one did: a `length` cut,
+            # the error of a failed task.
+            error = {"code": row.error_code, "message": row.error_message} if row.error_code else None
+            tasks.append(
+                {
+                    "key": row.key,
+                    "title": row.title,
+                    "status": status,
+                    "text": text,
+                    "finish_reason": row.finish_reason or None,
+                    "error": error,
+                }
+            )
         turns.append(
             {
                 "run_id": run.run_id,

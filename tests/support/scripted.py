@@ -58,7 +58,8 @@ class ScriptedProvider:
                 yield token
             if kind == "fail":
                 raise ProviderError("upstream_error", "scripted failure")
-            yield Usage(prompt_tokens=1, completion_tokens=call.tokens_sent)
+            reason = "length" if kind == "cut" else None
+            yield Usage(prompt_tokens=1, completion_tokens=call.tokens_sent, finish_reason=reason)
         finally:
             call.closed = time.monotonic()
 
