@@ -33,6 +33,7 @@ async def conversation_view(request, conversation_id: str):
     try:
         owner = await _owner(request)
     except ClientError as exc:
+        metrics.error(exc.code)
         return error_response(exc)
     detail = await database_sync_to_async(conversation_detail)(owner, conversation_id)
     if detail is None:
@@ -47,6 +48,7 @@ async def conversations_view(request):
     try:
         owner = await _owner(request)
     except ClientError as exc:
+        metrics.error(exc.code)
         return error_response(exc)
     return JsonResponse({"conversations": await database_sync_to_async(owner_conversations)(owner)})
 

@@ -19,6 +19,7 @@ from .protocol import (
     RUN_START,
     ClientError,
 )
+from .records import metrics
 from .session import shutdown
 from .session.core import QUIET_CHECK_S, RunSession
 from .session.inputs import parse_client_frame
@@ -136,6 +137,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
         except ClientError as exc:
             if exc.ref is None and ref is not None:
                 exc.ref = ref
+            metrics.error(exc.code)
             await self.send_json(exc.frame())
         except LAYER_ERRORS as exc:
             # Redis is down: say so and keep the socket; the next frame may find it back.

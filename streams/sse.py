@@ -31,6 +31,7 @@ from django.views.decorators.csrf import csrf_exempt
 from . import compat
 from .access.http import admit, error_response, hold
 from .protocol import INTERNAL, LAYER_UNAVAILABLE, ClientError, Frame
+from .records import metrics
 from .runs.host import get_host
 from .session.core import QUIET_CHECK_S, RunSession
 from .session.inputs import check_pipeline, loads_checked, valid_run_id
@@ -187,6 +188,7 @@ async def stream_view(request):
         )
         held = await hold(client)
     except ClientError as exc:
+        metrics.error(exc.code)
         return error_response(exc)
     except LAYER_ERRORS as exc:
         logger.warning("start of a run failed, layer unavailable: %s", exc)
@@ -224,6 +226,7 @@ async def resume_view(request, run_id: str):
             return HttpResponse(status=204)
         held = await hold(client)
     except ClientError as exc:
+        metrics.error(exc.code)
         return error_response(exc)
     except LAYER_ERRORS as exc:
         logger.warning("resume of run %s failed, layer unavailable: %s", run_id, exc)

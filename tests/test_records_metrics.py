@@ -64,3 +64,27 @@ def test_several_processes_add_up_in_multiprocess_mode(tmp_path):
     in_process(count, tmp_path)
     text = in_process("from streams.records import metrics; print(metrics.render().decode())", tmp_path)
     assert runs_completed(text) == 2
+
+
+def errors_counted(code: str) -> float:
+    """streams_errors_total{code=...} in this process."""
+    from streams.records import metrics
+
+    text = metrics.render().decode()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "streams_errors_total" and sample.labels == {"code": code}:
+                return sample.value
+    return 0.0
+
+
+async def test_a_refused_client_frame_is_counted_by_its_error_code(memory_layer):
+    """The WebSocket answers `unknown_pipeline` and /metrics counts it."""
+    from tests.wsclient import connect, recv, send
+
+    before = errors_counted("unknown_pipeline")
+    comm = await connect()
+    await send(comm, {"type": "run.start", "pipeline": "nope", "input": "x"})
+    assert (await recv(comm))["code"] == "unknown_pipeline"
+    await comm.disconnect()
+    assert errors_counted("unknown_pipeline") == before + 1
