@@ -142,31 +142,31 @@ class RunSession:
     async def launch(self, plan: StartPlan, *, announce: bool = True, on_layer_failure=None) -> None:
         """Join the run's group, announce it (run.accepted), then start it on this process's host."""
         run_id = plan.run_id
-        if run_id not in self.watching:
-            # Join the group first: no frame of the run may be published before we listen.
-            await self.join(run_id)
-            self.watch(run_id, 0)
-        self.started.add(run_id)
-        self.attached.add(run_id)
-        if announce:
-            await self._send(plan.accepted)
-        begin = get_host().start(
-            run_id,
-            plan.spec,
-            plan.user_input,
-            self.owner,
-            on_layer_failure=on_layer_failure or self.layer_failed,
-            conversation=plan.turn.conversation,
-            history=plan.turn.history,
-            quota=plan.quota,
-        )
         try:
+            if run_id not in self.watching:
+                # Join the group first: no frame of the run may be published before we listen.
+                await self.join(run_id)
+                self.watch(run_id, 0)
+            self.started.add(run_id)
+            self.attached.add(run_id)
+            if announce:
+                await self._send(plan.accepted)
+            begin = get_host().start(
+                run_id,
+                plan.spec,
+                plan.user_input,
+                self.owner,
+                on_layer_failure=on_layer_failure or self.layer_failed,
+                conversation=plan.turn.conversation,
+                history=plan.turn.history,
+                quota=plan.quota,
+            )
             # The run belongs to the host, not to this client: its tasks start in an empty
             # context, so they never use (or revive) a request's sync thread.
             await asyncio.create_task(begin, context=contextvars.Context())
         except Exception:
-            # Not started (e.g. Redis down): it must not count as in flight. A start cut
-            # short by a closing client stays watched, so close() detaches it either way.
+            # Not started (e.g. Redis down): it must not count as in flight, nor hold its quota
+            # slot. A start cut short by a closing client stays watched, so close() detaches it.
             self._forget(run_id)
             if plan.quota is not None:
                 plan.quota.release_soon()
