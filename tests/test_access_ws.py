@@ -232,3 +232,31 @@ async def test_resumes_of_one_run_on_one_connection_are_capped(
     await send(comm, {"type": "run.resume", "run_id": run_id, "after_seq": 0})
     assert (await recv(comm))["code"] == "rate_limited"
     await comm.disconnect()
+
+
+async def test_a_start_that_fails_before_its_run_exists_gives_its_slot_back(
+    redis_layer, slow, settings, monkeypatch
+):
+    # Regression: a failure while joining the run's group (Redis down) kept the run's quota
+    # slot until its lease lapsed (30 s), so the owner's next start was refused.
+    from streams.session.core import RunSession
+
+    settings.STREAMS = {**settings.STREAMS, "MAX_RUNS_PER_OWNER": 1}
+    comm, _, _ = await handshake([*SAME_ORIGIN, await session_cookie()])
+    real_join = RunSession.join
+
+    async def broken_join(self, run_id):
+        raise ConnectionError("Redis went away")
+
+    monkeypatch.setattr(RunSession, "join", broken_join)
+    await send(comm, {"type": "run.start", "pipeline": slow, "input": "x"})
+    assert (await recv(comm))["code"] == "layer_unavailable"
+    monkeypatch.setattr(RunSession, "join", real_join)
+    for _ in range(20):  # the slot is given back by a task of its own: allow it a moment
+        await send(comm, {"type": "run.start", "pipeline": slow, "input": "x"})
+        frame = await recv(comm)
+        if frame.get("code") != "too_many_runs":
+            break
+        await asyncio.sleep(0.05)
+    assert frame["type"] == "run.accepted", frame
+    await comm.disconnect()
