@@ -525,6 +525,15 @@ BIG = "x" * 70_000  # over STREAMS_MAX_FRAME_BYTES (64 KiB)
         (
             "POST",
             "/stream",
+            b'{"pipeline": "exact", "input": "hi", "conversation": "0123456789abcdef0123456789abcdef"}',
+            {},
+            404,
+            "unknown_conversation",
+        ),
+        ("POST", "/stream", b'{"pipeline": "p", "input": "x", "conversation": 7}', {}, 400, "bad_request"),
+        (
+            "POST",
+            "/stream",
             b'{"pipeline": "exact", "input": "hi"}',
             {"Content-Type": "text/plain"},
             415,
