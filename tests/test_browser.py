@@ -336,20 +336,29 @@ def test_a_failing_task_shows_its_error_while_the_others_go_on(page, serve):
         expect(section(page, "task_c", turn)).to_have_attribute("data-state", "done")
 
 
-def test_dropped_connection_resumes_with_every_token_exactly_once(page, serve):
-    """The socket closes mid-run; the page reconnects, resumes after its last seq and dedupes a replay."""
-    tokens = 60
+RESUMABLE_TOKENS = 60
+RESUMABLE_MESSAGE = "Explain resumable streams."
+
+
+def start_resumable_run(page: Page, serve):
+    """A paced demo run (with a resume grace period) whose first answer is a few words in."""
     server = serve(
         SIMULATED_TOKENS_PER_S="15",
-        SIMULATED_TOKENS=str(tokens),
+        SIMULATED_TOKENS=str(RESUMABLE_TOKENS),
         SIMULATED_TTFT_S="0.1",
         STREAMS_RESUME_GRACE_S="30",
     )
     open_chat(page, server)
-    message = "Explain resumable streams."
-    send(page, message)
+    send(page, RESUMABLE_MESSAGE)
     answer = section(page, "task_a").locator(".md")
     expect(answer).to_have_text(re.compile(r"(\S+ ){4}\S+"))
+    return server, answer
+
+
+def test_dropped_connection_resumes_with_every_token_exactly_once(page, serve):
+    """The socket closes mid-run; the page reconnects, resumes after its last seq and dedupes a replay."""
+    _, answer = start_resumable_run(page, serve)
+    tokens, message = RESUMABLE_TOKENS, RESUMABLE_MESSAGE
 
     seen_before = len(answer.text_content())
     # Close the socket for real (the server sees the close) and stay offline for 1.5 s while the

@@ -201,18 +201,8 @@ def test_a_stopped_answer_stays_marked_as_stopped_after_a_reload(page, serve):
 
 def test_a_run_in_flight_at_reload_is_resumed_and_completes(page, serve):
     """Reload mid-run (resume grace period on): the chat loads, the run resumes, every token arrives once."""
-    tokens = 60
-    server = serve(
-        SIMULATED_TOKENS_PER_S="15",
-        SIMULATED_TOKENS=str(tokens),
-        SIMULATED_TTFT_S="0.1",
-        STREAMS_RESUME_GRACE_S="30",
-    )
-    open_chat(page, server)
-    message = "Explain resumable streams."
-    send(page, message)
-    answer = section(page, "task_a").locator(".md")
-    expect(answer).to_have_text(re.compile(r"(\S+ ){4}\S+"))
+    base.start_resumable_run(page, serve)
+    tokens, message = base.RESUMABLE_TOKENS, base.RESUMABLE_MESSAGE
     cid = conversation_id(page)
 
     page.reload()
