@@ -14,7 +14,7 @@ from django.views.debug import technical_500_response
 from orchestrator_site.security import require_secret_key
 from streams.logs import PlainFormatter
 from streams.redact import redact
-from tests.support.live import ROOT, free_port
+from tests.support.live import ROOT, free_port, server_command
 from tests.test_settings_layers import load_settings
 
 # The environment docs/deployment.md sets (its "Steps" and "Settings that matter").
@@ -62,16 +62,7 @@ def test_the_public_default_key_is_refused_unless_debug_or_local(settings, key, 
 def test_a_server_without_a_secret_key_refuses_to_start():
     port = free_port()
     done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "daphne",
-            "-b",
-            "127.0.0.1",
-            "-p",
-            str(port),
-            "orchestrator_site.asgi:application",
-        ],
+        server_command("daphne", port),
         cwd=ROOT,
         env=clean_env(DJANGO_SETTINGS_MODULE="orchestrator_site.settings"),
         capture_output=True,

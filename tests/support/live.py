@@ -19,6 +19,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def server_command(server: str, port: int) -> list[str]:
+    """The command line of the app under `server` ("daphne" or "uvicorn") on 127.0.0.1:port."""
+    if server == "uvicorn":
+        return [sys.executable, "-m", "streams.serve", "--host", "127.0.0.1", "--port", str(port)]
+    return [
+        sys.executable,
+        "-m",
+        "daphne",
+        "-b",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        "orchestrator_site.asgi:application",
+    ]
+
+
 def stop_process(proc: subprocess.Popen, timeout_s: float = 10.0) -> None:
     """SIGTERM, then SIGKILL if the process has not exited after `timeout_s`."""
     if proc.poll() is None:
@@ -120,18 +136,7 @@ class LiveServer:
 
     def command(self) -> list[str]:
         """The server's command line."""
-        if self.server == "uvicorn":
-            return [sys.executable, "-m", "streams.serve", "--host", "127.0.0.1", "--port", str(self.port)]
-        return [
-            sys.executable,
-            "-m",
-            "daphne",
-            "-b",
-            "127.0.0.1",
-            "-p",
-            str(self.port),
-            "orchestrator_site.asgi:application",
-        ]
+        return server_command(self.server, self.port)
 
     def start(self) -> "LiveServer":
         """Start the server and wait until it accepts connections."""
