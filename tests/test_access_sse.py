@@ -10,9 +10,9 @@ import websockets
 from django.test import AsyncClient
 
 from tests.conftest import REDIS_URL, _redis_answers
-from tests.support.live import LiveServer, app_env, free_port, manage, prepare_database
+from tests.support.live import LiveServer, free_port, manage, prepare_database
 from tests.support.openai_server import OpenAIServer, Script
-from tests.test_sse import END_EVENTS, SSEParser, records_for
+from tests.test_sse import END_EVENTS, SSEParser, records_for, server_env
 
 pytestmark = pytest.mark.redis
 
@@ -36,15 +36,8 @@ def env(tmp_path_factory, upstream):
     if not _redis_answers(REDIS_URL):
         pytest.fail(f"Redis does not answer at {REDIS_URL}; run the tests with scripts/test")
     database = prepare_database(tmp_path_factory.mktemp("access-sse"), REDIS_URL, PIPELINES)
-    return app_env(
-        database,
-        REDIS_URL,
-        OPENAI_BASE_URL=upstream.base_url,
-        OPENAI_API_KEY="test",
-        LLM_MAX_RETRIES="0",
-        # One run in flight per owner; each test is its own owner (a key or a session).
-        STREAMS_MAX_RUNS_PER_OWNER="1",
-    )
+    # One run in flight per owner; each test is its own owner (a key or a session).
+    return server_env(database, upstream, STREAMS_MAX_RUNS_PER_OWNER="1")
 
 
 @pytest.fixture(scope="module")
