@@ -207,3 +207,38 @@ async def test_with_the_database_down_from_the_start_runs_still_stream(database_
     database_down(False)
     assert await flush_all()
     assert not await database_sync_to_async(Run.objects.filter(pk=rec.run_id).exists)()
+
+
+def _drop_writer_connection(writer) -> None:
+    """Break the connection the writer's thread keeps, behind Django's back (a server restart)."""
+    from django.db import connection, connections
+
+    held = writer._executor.submit(lambda: connections["default"].connection).result()
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:  # from another connection, as a restart would
+            cursor.execute("SELECT pg_terminate_backend(%s)", [held.info.backend_pid])
+    else:
+        writer._executor.submit(held.close).result()
+
+
+async def test_a_connection_dropped_between_batches_is_replaced_and_nothing_is_lost(caplog):
+    """The writer keeps its connection; when the server drops it, the next batch reconnects."""
+    spec = spec_of({"key": "a", "model": "fast:30", "system": "A"})
+    await recorded_run(spec)
+    assert await flush_all()  # the writer's thread now holds an open connection
+    await database_sync_to_async(_drop_writer_connection)(records_writer.get_writer())
+
+    with caplog.at_level(logging.INFO, logger="streams.records.writer"):
+        rec, sent = await recorded_run(spec, "after the drop")
+        assert await flush_all()
+    row = await database_sync_to_async(Run.objects.get)(pk=rec.run_id)
+    assert row.status == "completed" and not row.incomplete
+    trace = await aexport(rec.run_id)
+    assert (
+        trace["tasks"][0]["text"]
+        == delivered(sent, "a")
+        == "".join(scripted.ScriptedProvider.tokens("x:30", "A"))
+    )
+    assert [(f["seq"], f["type"]) for f in trace["frames"]] == [(f["seq"], f["type"]) for f in sent]
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("retrying" in m for m in messages) and any("work again" in m for m in messages)

@@ -12,6 +12,7 @@ import time
 
 from django.conf import settings
 from django.db import connections, transaction
+from django.db.models import DateTimeField, JSONField
 
 from ..models import Conversation, Run, RunTrace, TaskRun
 from .codec import encode_frames, encode_pieces
@@ -60,6 +61,9 @@ class _Table:
 
     def __init__(self, model, connection):
         self.fields = {f.name: f for f in model._meta.concrete_fields}
+        # Only these need the field's adaptation; the writer's other values (str, int, float,
+        # bool, None) are already what every backend takes, and adapting each cost ~1 us.
+        self.adapted = {n for n, f in self.fields.items() if isinstance(f, (DateTimeField, JSONField))}
         self.quote = connection.ops.quote_name
         self.name = self.quote(model._meta.db_table)
 
@@ -69,8 +73,8 @@ class _Table:
 
     def values(self, names: list[str], row: dict, connection) -> list:
         """The row's values of `names`, adapted by their fields."""
-        fields = self.fields
-        return [fields[n].get_db_prep_save(row[n], connection) for n in names]
+        fields, adapted = self.fields, self.adapted
+        return [fields[n].get_db_prep_save(row[n], connection) if n in adapted else row[n] for n in names]
 
     def upsert(self, names: list[str], conflict: list[str], update: list[str]) -> str:
         """INSERT of `names` that, on a conflict of `conflict`, updates `update` (none: ignores it)."""
