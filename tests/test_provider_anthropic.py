@@ -289,3 +289,12 @@ def test_decoder_ignores_ping_unknown_events_and_non_text_deltas():
     assert texts == ["hi"]
     assert decoder.done and decoder.finished
     assert decoder.usage() == Usage(prompt_tokens=7, completion_tokens=9, finish_reason="stop")
+
+
+async def test_a_keyless_provider_never_sends_the_sdks_own_key(make, monkeypatch):
+    """ANTHROPIC_API_KEY belongs to Anthropic: a keyless server (no api_key_env) must not receive it."""
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-from-env-123456")
+    with AnthropicServer(Script(text="local")) as srv:
+        out = await run(make(srv.base_url, api_key_env=None, api_key_optional=True))
+    assert out.error is None and out.texts == ["local"]
+    assert srv.requests[0].authorization == "unused"

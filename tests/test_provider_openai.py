@@ -340,6 +340,15 @@ async def test_when_the_key_is_optional_then_a_local_server_gets_a_placeholder(m
     assert out.error is None and out.texts == ["local"]
 
 
+async def test_a_keyless_provider_never_sends_the_sdks_own_key(make, monkeypatch):
+    """OPENAI_API_KEY belongs to OpenAI: a keyless server (no api_key_env) must not receive it."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-from-openai-env-123456")
+    with OpenAIServer(Script(text="local")) as srv:
+        out = await run(make(srv.base_url, api_key_env=None, api_key_optional=True))
+    assert out.error is None and out.texts == ["local"]
+    assert srv.requests[0].authorization == "unused"
+
+
 async def test_when_base_url_is_not_configured_then_openai_base_url_applies(make, monkeypatch):
     """The SDK's OPENAI_BASE_URL is honoured for a provider without base_url."""
     with OpenAIServer(Script(text="via env")) as srv:

@@ -11,7 +11,6 @@ the Messages API requires max_tokens).
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
 from . import fields
@@ -60,7 +59,9 @@ class AnthropicProvider(SSEProvider):
             raise ProviderError("upstream_error", f"{self.errors.where}: {MISSING_SDK}")
         self.sdk_errors = (anthropic.AnthropicError,)
         timeout = self._timeout(anthropic.Timeout)
-        if api_key is None and self.api_key_optional and not os.environ.get("ANTHROPIC_API_KEY"):
+        if api_key is None and self.api_key_optional:
+            # Keyless: never let the SDK fall back to ANTHROPIC_API_KEY, which would send that key to
+            # this provider's endpoint (a local or third-party server).
             api_key = "unused"
         http_client = None
         if self.http_client == "aiohttp":

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -45,7 +44,9 @@ class OpenAIProvider(SSEProvider):
     def _new_client(self, api_key: str | None) -> openai.AsyncOpenAI:
         """AsyncOpenAI on the aiohttp transport (about a third of httpx's CPU per chunk)."""
         timeout = self._timeout(openai.Timeout)
-        if api_key is None and self.api_key_optional and not os.environ.get("OPENAI_API_KEY"):
+        if api_key is None and self.api_key_optional:
+            # Keyless: never let the SDK fall back to OPENAI_API_KEY, which would send that key to
+            # this provider's endpoint (a local or third-party server).
             api_key = "unused"
         http_client = None
         if self.http_client == "aiohttp":
