@@ -36,7 +36,7 @@ if [ ! -f "$local_stamp" ] || ! LOCAL_MODEL_GGUF="$(local_model_gguf 2>/dev/null
   if ! command -v c++ >/dev/null && command -v apt-get >/dev/null; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq g++ >/dev/null
   fi
-  echo "installing the local model (llama-cpp-python compiles from source: 10-20 minutes on 2 cores)" >&2
+  echo "installing the local model (the first time on a machine, llama-cpp-python compiles from source: 7-20 minutes on 2 cores)" >&2
   build_start=$SECONDS
   # Our own portable wheel is kept outside the repo, keyed on the pin, the flags, the Python and
   # the CPU architecture, so a fresh clone on the same machine (CI) does not compile it again.
