@@ -56,13 +56,31 @@ def records_db() -> str:
     return settings.STREAMS["RECORDS_DATABASE"]
 
 
+class _Statement:
+    """One SQL statement and the row keys its placeholders take, in order."""
+
+    __slots__ = ("params", "sql", "table")
+
+    def __init__(self, table: "_Table", sql: str, params: list[str]):
+        self.table, self.sql, self.params = table, sql, params
+
+    def values(self, row: dict, connection) -> list:
+        """The row's parameters, datetimes and JSON adapted by their fields.
+
+        The writer's other values (str, int, float, bool, None) are already what every
+        backend takes, and adapting each through its field cost ~1 us.
+        """
+        fields, adapted = self.table.fields, self.table.adapted
+        return [
+            fields[n].get_db_prep_save(row[n], connection) if n in adapted else row[n] for n in self.params
+        ]
+
+
 class _Table:
-    """One model's table for hand-written SQL: quoted names, and a row's values as the DB takes them."""
+    """One model's table for hand-written SQL: its quoted names and the statements on it."""
 
     def __init__(self, model, connection):
         self.fields = {f.name: f for f in model._meta.concrete_fields}
-        # Only these need the field's adaptation; the writer's other values (str, int, float,
-        # bool, None) are already what every backend takes, and adapting each cost ~1 us.
         self.adapted = {n for n, f in self.fields.items() if isinstance(f, (DateTimeField, JSONField))}
         self.quote = connection.ops.quote_name
         self.name = self.quote(model._meta.db_table)
@@ -71,12 +89,7 @@ class _Table:
         """A field's quoted column."""
         return self.quote(self.fields[name].column)
 
-    def values(self, names: list[str], row: dict, connection) -> list:
-        """The row's values of `names`, adapted by their fields."""
-        fields, adapted = self.fields, self.adapted
-        return [fields[n].get_db_prep_save(row[n], connection) if n in adapted else row[n] for n in names]
-
-    def upsert(self, names: list[str], conflict: list[str], update: list[str]) -> str:
+    def upsert(self, names: list[str], conflict: list[str], update: list[str]) -> _Statement:
         """INSERT of `names` that, on a conflict of `conflict`, updates `update` (none: ignores it)."""
         cols = ", ".join(self.col(n) for n in names)
         marks = ", ".join(["%s"] * len(names))
@@ -86,27 +99,29 @@ class _Table:
             if update
             else "NOTHING"
         )
-        return f"INSERT INTO {self.name} ({cols}) VALUES ({marks}) ON CONFLICT ({target}) DO {action}"
+        sql = f"INSERT INTO {self.name} ({cols}) VALUES ({marks}) ON CONFLICT ({target}) DO {action}"
+        return _Statement(self, sql, names)
 
-    def update(self, names: list[str], where: list[str]) -> str:
-        """UPDATE of `names` for the row(s) matching `where`."""
+    def update(self, names: list[str], where: list[str], *, only_if_later: str | None = None) -> _Statement:
+        """UPDATE of `names` for the row(s) matching `where`; `only_if_later`: while that column is older."""
         sets = ", ".join(f"{self.col(n)} = %s" for n in names)
         match = " AND ".join(f"{self.col(n)} = %s" for n in where)
-        return f"UPDATE {self.name} SET {sets} WHERE {match}"
+        params = [*names, *where]
+        if only_if_later:
+            match += f" AND {self.col(only_if_later)} < %s"
+            params.append(only_if_later)
+        return _Statement(self, f"UPDATE {self.name} SET {sets} WHERE {match}", params)
 
 
 class _Statements:
     """The writer's statements for one database alias (built once)."""
 
     def __init__(self, connection):
-        self.conversations = _Table(Conversation, connection)
-        self.runs = _Table(Run, connection)
-        self.tasks = _Table(TaskRun, connection)
-        self.traces = _Table(RunTrace, connection)
-        conv, runs, tasks, traces = self.conversations, self.runs, self.tasks, self.traces
+        conv, runs = _Table(Conversation, connection), _Table(Run, connection)
+        tasks, traces = _Table(TaskRun, connection), _Table(RunTrace, connection)
         self.conversation_insert = conv.upsert(["id", "owner", "title", "created", "updated"], ["id"], [])
         # A conversation was last used when its latest run started.
-        self.conversation_touch = f"{conv.update(['updated'], ['id'])} AND {conv.col('updated')} < %s"
+        self.conversation_touch = conv.update(["updated"], ["id"], only_if_later="updated")
         self.run_insert = runs.upsert(RUN_INSERT_FIELDS, ["run_id"], RUN_UPDATE_FIELDS)
         self.run_update = runs.update(RUN_UPDATE_FIELDS, ["run_id"])
         self.task_upsert = tasks.upsert(
@@ -150,67 +165,61 @@ class _Batch:
     def __init__(self, cursor, statements: _Statements, connection):
         self.cursor, self.s, self.connection = cursor, statements, connection
 
-    def rows(self, table: _Table, names: list[str], rows, *extra: str) -> list[list]:
-        """Each row's values of `names` (then of the `extra` names, unadapted: WHERE keys)."""
-        return [[*table.values(names, row, self.connection), *(row[n] for n in extra)] for row in rows]
+    def run(self, statement: _Statement, rows) -> None:
+        """The statement once per row (nothing when there are none)."""
+        params = [statement.values(row, self.connection) for row in rows]
+        if params:
+            self.cursor.executemany(statement.sql, params)
 
     def write(self, payloads: list[dict], lost: dict[str, dict]) -> None:
         """Every kind of row of the payloads, one executemany each."""
-        s, run = self.s, self.cursor.executemany
+        s = self.s
         conversations = {}
         for p in payloads:
             if (c := p["conversation"]) is not None:
                 conversations.setdefault(c["id"], {**c, "updated": c["created"]})
-        if conversations:
-            cols = ["id", "owner", "title", "created", "updated"]
-            run(s.conversation_insert, self.rows(s.conversations, cols, conversations.values()))
+        self.run(s.conversation_insert, conversations.values())
 
-        new_runs = [
-            {**p["run"], "conversation": p["run"]["conversation_id"]}
-            for p in payloads
-            if p["run"] and p["new"]
-        ]
-        if new_runs:
-            run(s.run_insert, self.rows(s.runs, RUN_INSERT_FIELDS, new_runs))
-            latest: dict[str, dict] = {}
-            for r in new_runs:
-                cid = r["conversation"]
-                if cid and (cid not in latest or latest[cid]["updated"] < r["started_at"]):
-                    latest[cid] = {"id": cid, "updated": r["started_at"]}
-            # UPDATE ... SET updated = %s WHERE id = %s AND updated < %s
-            touch = self.rows(s.conversations, ["updated"], latest.values(), "id")
-            if touch:
-                run(s.conversation_touch, [[*t, t[0]] for t in touch])
-        old_runs = [p["run"] for p in payloads if p["run"] and not p["new"]]
-        if old_runs:
-            run(s.run_update, self.rows(s.runs, RUN_UPDATE_FIELDS, old_runs, "run_id"))
+        new_runs = [p["run"] for p in payloads if p["run"] and p["new"]]
+        self.run(s.run_insert, new_runs)
+        latest: dict[str, dict] = {}
+        for r in new_runs:
+            cid = r["conversation"]
+            if cid and (cid not in latest or latest[cid]["updated"] < r["started_at"]):
+                latest[cid] = {"id": cid, "updated": r["started_at"]}
+        self.run(s.conversation_touch, latest.values())
+        self.run(s.run_update, [p["run"] for p in payloads if p["run"] and not p["new"]])
 
-        tasks = [
-            {**row, "run": p["run_id"], "pieces": encode_pieces(*row["pieces"], row["text"], p["t0"])}
-            for p in payloads
-            for row in p["tasks"]
-        ]
-        if tasks:
-            run(s.task_upsert, self.rows(s.tasks, ["run", "key", *TASK_UPDATE_FIELDS], tasks))
-        delivered = [(n, p["run_id"], key) for p in payloads for key, n in p["delivered"]]
-        if delivered:
-            run(s.delivered, delivered)
-
-        traces = [
-            {
-                "run": p["run_id"],
-                "frames": encode_frames(p["trace"]["frames"], p["t0"]),
-                "dropped": p["trace"]["dropped"],
-            }
-            for p in payloads
-            if p["trace"] is not None
-        ]
-        if traces:
-            run(s.trace_upsert, self.rows(s.traces, ["run", "frames", "dropped"], traces))
-
-        for run_id, fields in lost.items():
-            row = {**fields, "incomplete": True, "run_id": run_id}
-            names = [n for n in row if n != "run_id"]
-            self.cursor.execute(
-                s.runs.update(names, ["run_id"]), self.rows(s.runs, names, [row], "run_id")[0]
-            )
+        self.run(
+            s.task_upsert,
+            [
+                {**row, "run": p["run_id"], "pieces": encode_pieces(*row["pieces"], row["text"], p["t0"])}
+                for p in payloads
+                for row in p["tasks"]
+            ],
+        )
+        self.run(
+            s.delivered,
+            [
+                {"delivered_chars": n, "run": p["run_id"], "key": key}
+                for p in payloads
+                for key, n in p["delivered"]
+            ],
+        )
+        self.run(
+            s.trace_upsert,
+            [
+                {
+                    "run": p["run_id"],
+                    "frames": encode_frames(p["trace"]["frames"], p["t0"]),
+                    "dropped": p["trace"]["dropped"],
+                }
+                for p in payloads
+                if p["trace"] is not None
+            ],
+        )
+        # Given-up runs: their final status (writer._give_up keeps every RUN_UPDATE_FIELDS but this).
+        self.run(
+            s.run_update,
+            [{**fields, "incomplete": True, "run_id": run_id} for run_id, fields in lost.items()],
+        )

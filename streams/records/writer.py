@@ -250,7 +250,7 @@ def run_row(rec: RunRecorder, *, full: bool) -> dict:
     }
     if full:
         row.update(
-            conversation_id=rec.conversation,
+            conversation=rec.conversation,
             owner=rec.owner,
             pipeline=rec.pipeline,
             pipeline_snapshot=rec.snapshot,
