@@ -5,8 +5,10 @@ from channels.db import database_sync_to_async
 from django.urls import reverse
 
 from streams.access.owners import session_owner
+from streams.models import Conversation, Run
 from streams.pipelines.prompts import render_prompt, uses_history
 from streams.records.conversations import UnknownConversation, load_history, open_conversation, start_turn
+from streams.records.recorder import RunRecorder, now
 from streams.records.writer import flush_all
 from tests.support.records import recorded_run, spec_of
 
@@ -146,3 +148,21 @@ async def test_the_api_gives_a_length_cut_and_a_failed_tasks_error(async_client)
     assert cut["text"] == "0 1 2 "
     assert (bad["status"], bad["finish_reason"]) == ("failed", None)
     assert bad["error"] == {"code": "upstream_error", "message": "scripted failure"}
+
+
+async def test_a_conversation_was_last_used_when_its_latest_run_started():
+    """`updated` follows the newest run's start, and a row written late never moves it back."""
+    cid = await converse("user:1", ["first"])
+    assert await flush_all()
+    late = await recorded_run(ECHO, "second", owner="user:1", conversation=cid)
+    assert await flush_all()
+    get = database_sync_to_async(lambda: Conversation.objects.get(pk=cid).updated)
+    newest = await database_sync_to_async(lambda: Run.objects.get(pk=late[0].run_id).started_at)()
+    assert await get() == newest
+    # A run that started earlier but is written now (another instance's, say) leaves it alone.
+    older = RunRecorder(
+        "older-run", owner="user:1", spec=ECHO, user_input="x", conversation=cid, started_at=now() - 60
+    )
+    older.run_ended("completed")
+    assert await flush_all()
+    assert await get() == newest
