@@ -151,6 +151,16 @@ def open_chat(page: Page, server: LiveServer) -> None:
     expect(page.locator("#conn")).to_have_attribute("data-state", "open")
 
 
+def start_paced_run(page: Page, serve, message: str, *, words: int, **env: str):
+    """Serve the demo with `env`, send `message`, wait for `words` words of the answer: (server, answer)."""
+    server = serve(**{"SIMULATED_TTFT_S": "0.1", **env})  # the first token soon, unless `env` says
+    open_chat(page, server)
+    send(page, message)
+    answer = section(page, "task_a").locator(".md")
+    expect(answer).to_have_text(re.compile(rf"(\S+ ){{{words - 1}}}\S+"))
+    return server, answer
+
+
 def test_answer_streams_live_then_sections_in_order(page, serve, tmp_path):
     """A message shows A token by token while B, C, D run in the background, then B, C, D in order."""
     tokens = 40
@@ -197,11 +207,9 @@ def test_answer_streams_live_then_sections_in_order(page, serve, tmp_path):
 
 def test_stop_cancels_the_run_and_says_so(page, serve):
     """Stop sends run.cancel; the server ends the run and the page says it was stopped."""
-    server = serve(SIMULATED_TOKENS_PER_S="5", SIMULATED_TOKENS="200", SIMULATED_TTFT_S="0.1")
-    open_chat(page, server)
-    send(page, "Tell me a very long story.")
-    answer = section(page, "task_a").locator(".md")
-    expect(answer).to_have_text(re.compile(r"\S+ \S+"))
+    _, answer = start_paced_run(
+        page, serve, "Tell me a very long story.", words=2, SIMULATED_TOKENS_PER_S="5", SIMULATED_TOKENS="200"
+    )
 
     # Keyboard only: Tab from the message box reaches Stop (Send is hidden while a run is on).
     page.keyboard.press("Tab")
@@ -342,17 +350,15 @@ RESUMABLE_MESSAGE = "Explain resumable streams."
 
 def start_resumable_run(page: Page, serve):
     """A paced demo run (with a resume grace period) whose first answer is a few words in."""
-    server = serve(
+    return start_paced_run(
+        page,
+        serve,
+        RESUMABLE_MESSAGE,
+        words=5,
         SIMULATED_TOKENS_PER_S="15",
         SIMULATED_TOKENS=str(RESUMABLE_TOKENS),
-        SIMULATED_TTFT_S="0.1",
         STREAMS_RESUME_GRACE_S="30",
     )
-    open_chat(page, server)
-    send(page, RESUMABLE_MESSAGE)
-    answer = section(page, "task_a").locator(".md")
-    expect(answer).to_have_text(re.compile(r"(\S+ ){4}\S+"))
-    return server, answer
 
 
 def test_dropped_connection_resumes_with_every_token_exactly_once(page, serve):
@@ -382,10 +388,9 @@ def test_dropped_connection_resumes_with_every_token_exactly_once(page, serve):
 
 def test_without_a_grace_period_a_dropped_connection_cancels_the_run(page, serve):
     """The default STREAMS_RESUME_GRACE_S=0: the resume finds the run cancelled and the page says why."""
-    server = serve(SIMULATED_TOKENS_PER_S="10", SIMULATED_TOKENS="100", SIMULATED_TTFT_S="0.1")
-    open_chat(page, server)
-    send(page, "Explain resumable streams.")
-    expect(section(page, "task_a").locator(".md")).to_have_text(re.compile(r"\S+ \S+"))
+    start_paced_run(
+        page, serve, RESUMABLE_MESSAGE, words=2, SIMULATED_TOKENS_PER_S="10", SIMULATED_TOKENS="100"
+    )
 
     page.evaluate("() => window.streamsChat.drop(500)")
 

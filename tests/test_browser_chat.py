@@ -177,11 +177,9 @@ def test_new_chat_starts_empty_and_the_list_holds_both(page, serve):
 
 def test_a_stopped_answer_stays_marked_as_stopped_after_a_reload(page, serve):
     """Esc stops the run; after a reload the partial answer is there, marked as stopped."""
-    server = serve(SIMULATED_TOKENS_PER_S="8", SIMULATED_TOKENS="200", SIMULATED_TTFT_S="0.1")
-    open_chat(page, server)
-    send(page, "Tell me a very long story.")
-    answer = section(page, "task_a").locator(".md")
-    expect(answer).to_have_text(re.compile(r"(\S+ ){3}\S+"))
+    server, answer = base.start_paced_run(
+        page, serve, "Tell me a very long story.", words=4, SIMULATED_TOKENS_PER_S="8", SIMULATED_TOKENS="200"
+    )
     page.keyboard.press("Escape")
     expect(page.locator(".turn-status")).to_have_text("Stopped. The run was cancelled.")
     stopped_text = answer.text_content()
