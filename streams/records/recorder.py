@@ -45,40 +45,19 @@ most STREAMS["RECORDS_MAX_FRAMES"] frame entries per run (beyond it, task.delta 
 counted in `dropped` instead of traced; lifecycle frames are always kept).
 """
 
-import math
-import time
 from dataclasses import fields
-from datetime import UTC, datetime, timedelta
+from time import monotonic as _monotonic  # the hot path adds the offset itself, not via now()
 
 from django.conf import settings
 
 from ..pipelines.specs import PipelineSpec
 from . import metrics
+from .clock import EPOCH_OFFSET as _EPOCH_OFFSET
+from .clock import now, to_datetime
 
 __all__ = ["RecordingSink", "RunRecorder", "now", "to_datetime"]
 
-# Wall-clock seconds anchored once to the monotonic clock: trace times never go backwards
-# within a process, whatever NTP does to the wall clock meanwhile.
-_EPOCH_OFFSET = time.time() - time.monotonic()
-_monotonic = time.monotonic
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
 END_STATUS = {"run.completed": "completed", "run.failed": "failed", "run.cancelled": "cancelled"}
-
-
-def now() -> float:
-    """Epoch seconds, monotonic within the process."""
-    return _EPOCH_OFFSET + _monotonic()
-
-
-def to_datetime(ts: float, *, up: bool = False) -> datetime:
-    """`ts` as an aware datetime on a whole microsecond, 1 us below (or above, `up`) it.
-
-    The margin makes the stored start strictly earlier (the end strictly later) than any
-    trace time recorded in between, whatever float rounding does to either.
-    """
-    us = math.ceil(ts * 1e6) + 1 if up else math.floor(ts * 1e6) - 1
-    return _EPOCH + timedelta(microseconds=us)
 
 
 def spec_snapshot(spec: PipelineSpec) -> dict:

@@ -14,15 +14,21 @@ gets `incomplete` and its final status. At most STREAMS["RECORDS_MAX_PENDING_RUN
 runs wait in memory; beyond that the oldest are given up the same way.
 """
 
+from __future__ import annotations
+
 import asyncio
 import logging
 import weakref
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 
-from .recorder import RunRecorder, to_datetime
+from .clock import to_datetime
+
+if TYPE_CHECKING:  # the recorder hands itself to the writer: no import at run time
+    from .recorder import RunRecorder
 
 logger = logging.getLogger(__name__)
 
