@@ -7,6 +7,8 @@ import dj_database_url
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 
+from streams.store.topology import Topology
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -129,25 +131,44 @@ SERVE_STATIC = env_bool("DJANGO_SERVE_STATIC", True)
 LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/"
 
-# --- Channel layer -------------------------------------------------------------
-# Absent REDIS_URL: the in-memory layer, which serves one process only.
-# Present: channels-redis. REDIS_CHANNEL_LAYER picks "pubsub" (default: faster, no
-# capacity bound, see docs/architecture.md) or "core" (lists with a capacity bound).
+# --- Redis and the channel layer ----------------------------------------------------
+# Absent REDIS_URL and REDIS_SENTINELS: the in-memory layer, which serves one process only.
+# Present: channels-redis and the Redis run log, quotas and heartbeats, all through
+# streams/store/topology.py. REDIS_URL may list several nodes (comma-separated); or
+# REDIS_SENTINELS=host:port,... with REDIS_SENTINEL_MASTER=name[,name] names Sentinel-managed
+# masters. REDIS_CHANNEL_LAYER picks "pubsub" (default: faster, no capacity bound, see
+# docs/architecture.md) or "core" (lists with a capacity bound).
 REDIS_URL = os.environ.get("REDIS_URL", "")
+REDIS_SENTINELS = os.environ.get("REDIS_SENTINELS", "")
+REDIS_SENTINEL_MASTER = os.environ.get("REDIS_SENTINEL_MASTER", "")
+# Secrets: Django's error pages hide settings whose names contain PASS.
+REDIS_SENTINEL_PASSWORD = os.environ.get("REDIS_SENTINEL_PASSWORD", "")
+REDIS_USERNAME = os.environ.get("REDIS_USERNAME", "")
+REDIS_PASSWORD = os.environ.get("REDIS_PASSWORD", "")
+REDIS_DB = env_int("REDIS_DB", 0)
+# Refuses a topology that makes no sense (both REDIS_URL and REDIS_SENTINELS, ...) at start-up.
+REDIS_TOPOLOGY = Topology.parse(
+    REDIS_URL,
+    REDIS_SENTINELS,
+    REDIS_SENTINEL_MASTER,
+    REDIS_SENTINEL_PASSWORD,
+    REDIS_USERNAME,
+    REDIS_PASSWORD,
+    REDIS_DB,
+)
 REDIS_CHANNEL_LAYER = os.environ.get("REDIS_CHANNEL_LAYER", "pubsub")
 # Seconds to wait for a Redis connection before the layer counts as unavailable.
 REDIS_CONNECT_TIMEOUT_S = env_float("REDIS_CONNECT_TIMEOUT_S", 5.0)
-# Connections of the run-log client per process; more sends wait for a free one.
+# Connections of the run-log client per process and node; more sends wait for a free one.
 REDIS_MAX_CONNECTIONS = env_int("REDIS_MAX_CONNECTIONS", 200)
 
 
-def redis_host_config(url: str) -> dict:
-    """Host entry for channels-redis with timeouts set on purpose."""
+def redis_connection_options() -> dict:
+    """Connection options of the channel layer's Redis clients, set on purpose."""
     # redis-py 8 defaults socket_timeout to 5 s, equal to channels-redis' 5 s blocking
     # pop: every idle WebSocket would then die with 1011. No read timeout; a bounded
     # connect timeout so that a dead Redis is noticed.
     return {
-        "address": url,
         "socket_timeout": None,
         "socket_connect_timeout": REDIS_CONNECT_TIMEOUT_S,
         "health_check_interval": 30,
@@ -157,13 +178,19 @@ def redis_host_config(url: str) -> dict:
     }
 
 
-if REDIS_URL:
+def redis_host_config(url: str) -> dict:
+    """Host entry for channels-redis of one plain node (tests build layers with it)."""
+    return {"address": url, **redis_connection_options()}
+
+
+if REDIS_TOPOLOGY.configured:
+    _layer_hosts = REDIS_TOPOLOGY.layer_hosts(**redis_connection_options())
     if REDIS_CHANNEL_LAYER == "core":
         CHANNEL_LAYERS = {
             "default": {
                 "BACKEND": "channels_redis.core.RedisChannelLayer",
                 "CONFIG": {
-                    "hosts": [redis_host_config(REDIS_URL)],
+                    "hosts": _layer_hosts,
                     # Frames are coalesced per run, so a channel sees few messages; a
                     # large capacity turns a slow reader into memory, never into loss.
                     "capacity": env_int("REDIS_CHANNEL_CAPACITY", 10_000),
@@ -176,7 +203,7 @@ if REDIS_URL:
         CHANNEL_LAYERS = {
             "default": {
                 "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-                "CONFIG": {"hosts": [redis_host_config(REDIS_URL)]},
+                "CONFIG": {"hosts": _layer_hosts},
             }
         }
 else:
@@ -229,6 +256,11 @@ STREAMS = {
     # Seconds between a host's "alive" beats in Redis; a host silent for 3 beats is gone and
     # its runs are ended (run.failed, host_lost) by whoever watches them.
     "HOST_HEARTBEAT_S": env_float("STREAMS_HOST_HEARTBEAT_S", 5.0),
+    # Seconds a run in flight outlives an unreachable Redis (a restart, a Sentinel failover):
+    # its host holds the frames it could not publish (within the run's log bound) and retries
+    # with backoff; when Redis answers again it re-appends what the log lacks, then publishes.
+    # Past this, the run ends run.failed (layer_unavailable).
+    "LAYER_OUTAGE_S": env_float("STREAMS_LAYER_OUTAGE_S", 15.0),
     # Seconds between run.progress frames for held-back tasks.
     "PROGRESS_INTERVAL_S": env_float("STREAMS_PROGRESS_INTERVAL_S", 0.5),
     # Extra seconds to batch deltas before a send (0: send whenever the last send is done).

@@ -13,20 +13,34 @@ import httpx2
 # --- channels-redis: the pub/sub layer's per-loop layer and group channels ---
 
 
-def pubsub_group_channel(layer: Any, group: str, redis_url: str) -> str | None:
-    """The Redis channel behind a group of the pub/sub layer, when a plain PUBLISH reaches it.
+def pubsub_group_channel(layer: Any, group: str) -> tuple[dict, str] | None:
+    """The shard host entry and the Redis channel behind a group of the pub/sub layer.
 
     channels-redis' pub/sub layer sends a group message as one PUBLISH of its own
-    serialization to one channel of its single host. Only then (one shard, the same Redis
-    as `redis_url`) may the app publish that message itself; None otherwise.
+    serialization to one channel on the shard that `_get_shard` picks. When that shard is
+    the node the app writes to anyway (the caller compares the host entry), the app may
+    publish that message itself, in the same pipeline. None for any other layer.
     """
-    if "channels_redis.pubsub" not in type(layer).__module__ or not redis_url:
+    if "channels_redis.pubsub" not in type(layer).__module__:
         return None
     loop_layer = layer._get_layer()
-    shards = getattr(loop_layer, "_shards", ())
-    if len(shards) != 1 or shards[0].host.get("address") != redis_url:
-        return None
-    return loop_layer._get_group_channel_name(group)
+    channel = loop_layer._get_group_channel_name(group)
+    return loop_layer._get_shard(channel).host, channel
+
+
+def layer_group_shard(backend: str, group: str, hosts: int, prefix: str = "asgi") -> int | None:
+    """The index (in its `hosts`) of the channels-redis host that carries `group`; None for other layers.
+
+    The pub/sub layer hashes its group channel's name (`{prefix}__group__{group}`), the core
+    layer the group's name, both with `_consistent_hash` (CRC32 over a 4096 ring).
+    """
+    from channels_redis.utils import _consistent_hash
+
+    if backend.startswith("channels_redis.pubsub"):
+        return _consistent_hash(f"{prefix}__group__{group}", hosts)
+    if backend.startswith("channels_redis.core"):
+        return _consistent_hash(group, hosts)
+    return None
 
 
 def pubsub_serialize(layer: Any, message: dict) -> bytes:

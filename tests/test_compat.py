@@ -27,7 +27,8 @@ async def test_the_pubsub_layer_is_published_to_directly_with_the_log_append(red
 
     layer = get_channel_layer()
     run_id = uuid.uuid4().hex
-    assert compat.pubsub_group_channel(layer, run_group(run_id), settings.REDIS_URL) is not None
+    found = compat.pubsub_group_channel(layer, run_group(run_id))
+    assert found is not None and found[0]["address"] == settings.REDIS_URL
     publisher = RunPublisher(run_id, layer)
     # If channels-redis renamed what compat reads, the publisher would fall back to the
     # layer silently: the direct path must be the one taken.

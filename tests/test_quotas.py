@@ -10,6 +10,7 @@ import redis.asyncio as aioredis
 from streams.access.quota_redis import RedisQuotas, quota_key
 from streams.access.quotas import LimitExceeded, Limits, MemoryQuotas, ResumeCounter
 from streams.protocol import ClientError
+from streams.store.topology import Topology, clients_of
 
 pytestmark = pytest.mark.redis
 
@@ -20,7 +21,8 @@ class Pair:
     def __init__(self, kind: str, redis_url: str, **kwargs):
         self.owner = f"test:{uuid.uuid4().hex}"
         if kind == "redis":
-            self.a, self.b = RedisQuotas(redis_url, **kwargs), RedisQuotas(redis_url, **kwargs)
+            # Clients of their own each, as two processes have.
+            self.a, self.b = (RedisQuotas(clients_of(Topology.parse(redis_url)), **kwargs) for _ in "ab")
         else:
             shared = MemoryQuotas(**kwargs)  # one process: both "instances" are the same counts
             self.a = self.b = shared
@@ -147,7 +149,9 @@ async def test_a_cap_of_zero_counts_nothing(pairs):
 
 
 async def test_redis_keys_expire_with_their_newest_entry(redis_url):
-    quotas = RedisQuotas(redis_url, limits=Limits(max_runs=2, runs_per_minute=5, max_connections=2))
+    quotas = RedisQuotas(
+        clients_of(Topology.parse(redis_url)), limits=Limits(max_runs=2, runs_per_minute=5, max_connections=2)
+    )
     owner = f"test:{uuid.uuid4().hex}"
     client = aioredis.Redis.from_url(redis_url)
     try:

@@ -133,7 +133,7 @@ async def test_the_log_and_meta_of_a_finished_run_expire_after_the_log_ttl(
     client = aioredis.Redis.from_url(redis_url)
     try:
         for part in ("log", "meta"):
-            ttl = await client.ttl(f"streams:run:{run_id}:{part}")
+            ttl = await client.ttl(f"streams:run:{{{run_id}}}:{part}")
             assert 100 < ttl <= 120, (part, ttl)
     finally:
         await client.aclose()

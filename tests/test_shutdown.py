@@ -126,10 +126,10 @@ async def test_sigterm_drains_runs_ends_the_rest_as_shutdown_and_closes_with_100
     redis = aioredis.from_url(redis_url)
     try:
         for run_id, code in ((long_id, "shutdown"), (sse_id, "shutdown")):
-            entries = await redis.xrevrange(f"streams:run:{run_id}:log", count=1)
+            entries = await redis.xrevrange(f"streams:run:{{{run_id}}}:log", count=1)
             last = json.loads(entries[0][1][b"f"])
             assert last["type"] == "run.failed" and last["error"]["code"] == code
-        entries = await redis.xrevrange(f"streams:run:{short_id}:log", count=1)
+        entries = await redis.xrevrange(f"streams:run:{{{short_id}}}:log", count=1)
         assert json.loads(entries[0][1][b"f"])["type"] == "run.completed"
     finally:
         await redis.aclose()

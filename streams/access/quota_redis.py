@@ -1,17 +1,21 @@
 """Quota counts in Redis: one sorted set per owner and kind, changed only by atomic Lua scripts.
 
 Scripts read the time from Redis (TIME), so instances with skewed clocks still agree on
-what has expired. Keys: streams:quota:<owner>:runs (run ids scored by expiry),
+what has expired. Keys: streams:quota:{<owner>}:runs (run ids scored by expiry),
 :starts (run ids scored by start time, the per-minute window), :conns (connection ids scored
-by expiry); each key expires with its newest entry, so idle owners leave nothing behind.
+by expiry); each key expires with its newest entry, so idle owners leave nothing behind. An
+owner's keys live on the node its name hashes to, in one Redis Cluster slot (the hash tag).
+
+After Redis lost them (an empty restart, a promoted replica that missed the last writes),
+the renewals of held slots add them back: counts recover within a third of the lease.
 """
 
 import asyncio
 import weakref
+from collections import defaultdict
 
-from django.conf import settings
-
-from .quotas import CONNECTIONS, RUNS, STARTS, Limits, Quotas, Slot
+from ..store.topology import Clients
+from .quota_base import CONNECTIONS, RUNS, STARTS, Limits, Quotas, Slot
 
 NOW_MS = """
 local t = redis.call('TIME')
@@ -58,14 +62,15 @@ return 1
 """
 )
 
-# KEYS: one set per slot. ARGV: lease ms, then each slot's member. Only existing entries are
-# renewed (XX): a slot released or expired meanwhile stays gone.
+# KEYS: the sets of one owner's slots (one per slot, one Cluster slot). ARGV: lease ms, then
+# each slot's member. A slot Redis lost is added back: this process still holds it. (A
+# release racing a renewal can re-add a slot; it then lapses within one lease.)
 RENEW = (
     NOW_MS
     + """
 local lease = tonumber(ARGV[1])
 for i, key in ipairs(KEYS) do
-  redis.call('ZADD', key, 'XX', now + lease, ARGV[i + 1])
+  redis.call('ZADD', key, now + lease, ARGV[i + 1])
   redis.call('PEXPIRE', key, lease)
 end
 return #KEYS
@@ -75,38 +80,31 @@ return #KEYS
 
 def quota_key(kind: str, owner: str) -> str:
     """The sorted set of `owner`'s slots of `kind` (runs, starts, conns)."""
-    return f"streams:quota:{owner}:{kind}"
+    return f"streams:quota:{{{owner}}}:{kind}"
 
 
 class RedisQuotas(Quotas):
-    """Counts shared by every instance that uses the same Redis."""
+    """Counts shared by every instance that uses the same Redis nodes."""
 
-    def __init__(self, url: str, *args, **kwargs):
+    def __init__(self, clients: Clients, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.url = url
-        # redis.asyncio clients belong to one event loop.
-        self._clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self.clients = clients
+        # Per event loop: each node's registered scripts (redis.asyncio clients belong to one loop).
+        self._scripts: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
-    def _client(self):
-        loop = asyncio.get_running_loop()
-        entry = self._clients.get(loop)
-        if entry is None:
-            import redis.asyncio as aioredis
-
-            client = aioredis.Redis.from_url(
-                self.url,
-                socket_timeout=10,
-                socket_connect_timeout=settings.REDIS_CONNECT_TIMEOUT_S,
-                health_check_interval=30,
-            )
-            scripts = {"start": START, "open": OPEN, "renew": RENEW}
-            scripts = {name: client.register_script(source) for name, source in scripts.items()}
-            entry = self._clients[loop] = (client, scripts)
-        return entry
+    def _script(self, owner: str, name: str):
+        """The script `name` on the running loop's client of `owner`'s node."""
+        index = self.clients.topology.index(owner)
+        by_node = self._scripts.setdefault(asyncio.get_running_loop(), {})
+        scripts = by_node.get(index)
+        if scripts is None:
+            client = self.clients.client(index)
+            sources = {"start": START, "open": OPEN, "renew": RENEW}
+            scripts = by_node[index] = {n: client.register_script(src) for n, src in sources.items()}
+        return scripts[name]
 
     async def _try_start(self, owner: str, run_id: str, limits: Limits) -> tuple[str | None, float]:
-        _, scripts = self._client()
-        status, wait_ms = await scripts["start"](
+        status, wait_ms = await self._script(owner, "start")(
             keys=[quota_key(RUNS, owner), quota_key(STARTS, owner)],
             args=[
                 limits.max_runs,
@@ -119,21 +117,33 @@ class RedisQuotas(Quotas):
         return (None, RUNS, "window")[int(status)], int(wait_ms) / 1000
 
     async def _try_open(self, owner: str, conn_id: str, cap: int) -> bool:
-        _, scripts = self._client()
         keys = [quota_key(CONNECTIONS, owner)]
-        return bool(await scripts["open"](keys=keys, args=[cap, int(self.lease_ttl_s * 1000), conn_id]))
+        script = self._script(owner, "open")
+        return bool(await script(keys=keys, args=[cap, int(self.lease_ttl_s * 1000), conn_id]))
 
     async def _release(self, kind: str, owner: str, member: str) -> None:
-        client, _ = self._client()
-        await client.zrem(quota_key(kind, owner), member)
+        await self.clients.for_tag(owner).zrem(quota_key(kind, owner), member)
 
     async def _renew(self, slots: list[Slot]) -> None:
-        _, scripts = self._client()
-        keys = [quota_key(s.kind, s.owner) for s in slots]
-        await scripts["renew"](keys=keys, args=[int(self.lease_ttl_s * 1000), *(s.member for s in slots)])
+        """One script call per owner (its keys share a slot), all owners at once."""
+        by_owner: dict[str, list[Slot]] = defaultdict(list)
+        for slot in slots:
+            by_owner[slot.owner].append(slot)
+        lease_ms = int(self.lease_ttl_s * 1000)
+        results = await asyncio.gather(
+            *(
+                self._script(owner, "renew")(
+                    keys=[quota_key(s.kind, owner) for s in held], args=[lease_ms, *(s.member for s in held)]
+                )
+                for owner, held in by_owner.items()
+            ),
+            return_exceptions=True,
+        )
+        failed = [r for r in results if isinstance(r, BaseException)]
+        if failed:
+            raise failed[0]
 
     async def aclose(self) -> None:
-        """Close the running loop's client."""
-        entry = self._clients.pop(asyncio.get_running_loop(), None)
-        if entry is not None:
-            await entry[0].aclose()
+        """Close the running loop's clients."""
+        self._scripts.pop(asyncio.get_running_loop(), None)
+        await self.clients.aclose()

@@ -45,7 +45,7 @@ async def end_if_orphaned(run_id: str) -> bool:
     """If the run's host stopped beating, end the run in its log; True when this call ended it."""
     log = get_run_log()
     meta = await log.get_meta(run_id)
-    if meta is None or await log.host_alive(meta.get("host")):
+    if meta is None or await log.host_alive(meta.get("host"), run_id):
         return False
     logged = await log.read(run_id, 0)
     if logged and logged[0]["seq"] != 1:

@@ -10,7 +10,6 @@ quiet-run check and its recovery, the layer-failure hand-over and the cleanup on
 import asyncio
 import contextvars
 import logging
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -35,7 +34,7 @@ from ..runs.recovery import end_if_orphaned
 from ..runs.relay import RunRelay
 from ..store import LAYER_ERRORS
 from ..store.publisher import run_group
-from ..store.runlog import get_run_log, owned_meta
+from ..store.runlog import get_run_log, new_run_id, owned_meta
 from . import shutdown
 from .inputs import check_input
 from .outbox import Outbox
@@ -123,7 +122,7 @@ class RunSession:
         if spec is None or not spec.tasks:
             raise ClientError(UNKNOWN_PIPELINE, f"no runnable pipeline {pipeline!r}", ref)
         turn = await start_turn(self.owner, conversation, ref)
-        run_id = uuid.uuid4().hex
+        run_id = new_run_id()
         accepted: Frame = {
             "type": RUN_ACCEPTED,
             "run_id": run_id,

@@ -12,6 +12,7 @@ import websockets
 
 from streams.access.owners import owner_of
 from streams.store.runlog import RedisRunLog
+from streams.store.topology import Topology, clients_of
 
 # A client socket's receive buffer: small and fixed, so that the kernel's autotuning does not
 # hide the backlog (the websockets library stops reading once its own queue is full).
@@ -30,7 +31,7 @@ async def session_cookie(base_url: str) -> tuple[str, str]:
 async def finished_run(redis_url: str, session_key: str, total_bytes: int, text_chars: int) -> str:
     """A finished one-task run owned by the session, its log about `total_bytes` of deltas of
     `text_chars` characters each; its id."""
-    log = RedisRunLog(redis_url, ttl_s=600, max_frames=10**7)
+    log = RedisRunLog(clients_of(Topology.parse(redis_url)), ttl_s=600, max_frames=10**7)
     run_id = uuid.uuid4().hex
     await log.create(run_id, {"owner": owner_of(None, session_key, ""), "pipeline": "p", "tasks": ["t"]})
     text = ("slow reader " * (text_chars // 12 + 1))[:text_chars]
