@@ -11,13 +11,13 @@ from django.conf import settings
 
 from .protocol import (
     INTERNAL,
-    LAYER_UNAVAILABLE,
     PING,
     PONG,
     RUN_CANCEL,
     RUN_RESUME,
     RUN_START,
     ClientError,
+    layer_unavailable,
 )
 from .records import metrics
 from .session import shutdown
@@ -142,8 +142,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
         except LAYER_ERRORS as exc:
             # Redis is down: say so and keep the socket; the next frame may find it back.
             logger.warning("client frame failed, layer unavailable: %s", exc)
-            error = ClientError(LAYER_UNAVAILABLE, "the message layer is unavailable; retry shortly", ref)
-            await self.send_json(error.frame())
+            await self.send_json(layer_unavailable(ref).frame())
         except Exception:
             # A bug: logged once with its traceback, answered, and the connection goes on.
             logger.exception("client frame %s failed unexpectedly", kind or "(unparsed)")

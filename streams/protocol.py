@@ -3,6 +3,7 @@
 Pure: imported by the gate and the transports alike (docs/protocol.md is the reference).
 """
 
+import math
 from typing import Any
 
 Frame = dict[str, Any]
@@ -62,17 +63,36 @@ SHUTDOWN = "shutdown"  # run.failed: the server stopped before the run could fin
 
 
 class ClientError(Exception):
-    """A client frame was refused; `code` is a protocol error code."""
+    """A client frame was refused; `code` is a protocol error code, `retry_after_s` when to retry."""
 
-    def __init__(self, code: str, message: str, ref: str | None = None):
+    def __init__(self, code: str, message: str, ref: str | None = None, retry_after_s: float | None = None):
         super().__init__(message)
         self.code = code
         self.message = message
         self.ref = ref
+        self.retry_after_s = None if retry_after_s is None else max(1, math.ceil(retry_after_s))
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """HTTP headers of the refusal (SSE, API)."""
+        return {} if self.retry_after_s is None else {"Retry-After": str(self.retry_after_s)}
 
     def frame(self) -> Frame:
-        """The `error` frame that answers the client."""
+        """The `error` frame that answers the client, with `retry_after` (seconds) when set."""
         out = {"type": ERROR, "code": self.code, "message": self.message}
         if self.ref is not None:
             out["ref"] = self.ref
+        if self.retry_after_s is not None:
+            out["retry_after"] = self.retry_after_s
         return out
+
+
+# Seconds a client is told to wait before it retries a start refused because Redis is down.
+LAYER_RETRY_AFTER_S = 2
+
+
+def layer_unavailable(ref: str | None = None) -> ClientError:
+    """The refusal of a start or resume while the message layer (Redis) is unreachable."""
+    return ClientError(
+        LAYER_UNAVAILABLE, "the message layer (Redis) is unavailable; retry shortly", ref, LAYER_RETRY_AFTER_S
+    )

@@ -30,7 +30,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from . import compat
 from .access.http import admit, error_response, hold
-from .protocol import INTERNAL, LAYER_UNAVAILABLE, ClientError, Frame
+from .protocol import INTERNAL, LAYER_UNAVAILABLE, ClientError, Frame, layer_unavailable
 from .records import metrics
 from .runs.host import get_host
 from .session.core import QUIET_CHECK_S, RunSession
@@ -192,7 +192,7 @@ async def stream_view(request):
         return error_response(exc)
     except LAYER_ERRORS as exc:
         logger.warning("start of a run failed, layer unavailable: %s", exc)
-        return error_response(ClientError(LAYER_UNAVAILABLE, "the message layer is unavailable; retry"))
+        return error_response(layer_unavailable())
     stream.watch(plan.run_id, 0)
 
     async def start() -> None:
@@ -230,7 +230,7 @@ async def resume_view(request, run_id: str):
         return error_response(exc)
     except LAYER_ERRORS as exc:
         logger.warning("resume of run %s failed, layer unavailable: %s", run_id, exc)
-        return error_response(ClientError(LAYER_UNAVAILABLE, "the message layer is unavailable; retry"))
+        return error_response(layer_unavailable())
     stream.watch(run_id, after)
 
     async def attach() -> None:

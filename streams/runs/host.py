@@ -77,7 +77,7 @@ class RunHost:
         if self._heartbeat_task is None or self._heartbeat_task.done():
             self._heartbeat_task = asyncio.create_task(self._heartbeat(cfg["HOST_HEARTBEAT_S"]))
 
-        publisher = RunPublisher(run_id, self.layer)
+        publisher = RunPublisher(run_id, self.layer, meta)
         # The run's record and trace (written off the hot path by streams/records/writer.py).
         recorder = RunRecorder(
             run_id, owner=owner, spec=spec, user_input=user_input, conversation=conversation
@@ -97,6 +97,8 @@ class RunHost:
             max_delta_chars=cfg["MAX_DELTA_CHARS"] or None,
             max_log_bytes=cfg["MAX_RUN_LOG_BYTES"] or None,
         )
+        # Through a Redis outage the publisher re-appends what the log lacks from these.
+        publisher.history = pump.history
         run = HostedRun(run_id, spec, pump, recorder, history or History(), quota=quota)
         if on_layer_failure is not None:
             run.on_layer_failure.add(on_layer_failure)
