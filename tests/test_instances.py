@@ -6,72 +6,15 @@ import shutil
 import subprocess
 import time
 
-import httpx
 import pytest
-import websockets
 
-from streams.providers.base import LLMRequest
-from streams.providers.simulated import SimulatedProvider
 from tests.support.live import LiveServer, app_env, free_port, prepare_database, wait_for_port
 from tests.support.openai_server import OpenAIServer, Script
+from tests.support.wsruns import expected_text, next_frame, quad, session_cookie, texts, until_end, ws
 
 pytestmark = pytest.mark.redis
 
 TOKENS = 80
-
-
-def quad(provider: str) -> dict:
-    """Four independent tasks a..d whose system prompt tags them."""
-    tasks = [
-        {"key": f"task_{k}", "title": k.upper(), "provider": provider, "model": "m", "system": k}
-        for k in "abcd"
-    ]
-    return {"pipelines": [{"slug": "quad", "name": "Quad", "tasks": tasks}]}
-
-
-def expected_text(system: str, user_input: str) -> str:
-    """What the simulated provider streams for one task of `quad`."""
-    sim = SimulatedProvider(tokens=TOKENS)
-    return "".join(sim.text_for(LLMRequest(model="m", prompt=user_input, system=system)))
-
-
-def session_cookie(server: LiveServer) -> str:
-    """A session cookie from the chat page: the identity that owns runs across instances."""
-    response = httpx.get(server.url + "/", timeout=10)
-    response.raise_for_status()
-    return f"sessionid={response.cookies['sessionid']}"
-
-
-async def ws(server: LiveServer, cookie: str):
-    """A WebSocket client connection to one instance."""
-    return await websockets.connect(
-        server.ws_url, origin=server.url, additional_headers={"Cookie": cookie}, open_timeout=10
-    )
-
-
-async def next_frame(sock, timeout: float = 15) -> dict:
-    """The next frame, progress frames skipped."""
-    while True:
-        frame = json.loads(await asyncio.wait_for(sock.recv(), timeout))
-        if frame["type"] != "run.progress":
-            return frame
-
-
-async def until_end(sock) -> list[dict]:
-    """Ordered frames until the run's final frame."""
-    frames = []
-    while not (frames and frames[-1]["type"] in ("run.completed", "run.failed", "run.cancelled")):
-        frames.append(await next_frame(sock))
-    return frames
-
-
-def texts(frames):
-    """Each task's concatenated text."""
-    out: dict[str, str] = {}
-    for f in frames:
-        if f["type"] == "task.delta":
-            out[f["task"]] = out.get(f["task"], "") + f["text"]
-    return out
 
 
 @pytest.fixture
@@ -200,13 +143,18 @@ class PrivateRedis:
             self.proc = None
 
 
-async def test_redis_restart_fails_the_run_in_flight_and_new_runs_work_after(tmp_path, redis_url):
+async def test_redis_gone_past_the_outage_window_fails_the_run_and_new_runs_work_after(tmp_path, redis_url):
     redis = PrivateRedis()
     redis.start()
     try:
         db = prepare_database(tmp_path, redis.url, quad("simulated"))
         env = app_env(
-            db, redis.url, SIMULATED_TOKENS_PER_S="20", SIMULATED_TTFT_S="0.05", SIMULATED_TOKENS="60"
+            db,
+            redis.url,
+            SIMULATED_TOKENS_PER_S="20",
+            SIMULATED_TTFT_S="0.05",
+            SIMULATED_TOKENS="60",
+            STREAMS_LAYER_OUTAGE_S="1",
         )
         with LiveServer(env, log_path=tmp_path / "app.log") as app:
             cookie = session_cookie(app)
