@@ -10,6 +10,7 @@ import asyncio
 import json
 import time
 
+import httpx
 import pytest
 
 from streams.store.topology import Topology
@@ -176,3 +177,29 @@ async def test_two_nodes_share_the_runs_and_a_dead_node_costs_only_its_own(tmp_p
         await socks[0].close()
         for sock in socks[1:]:
             await sock.close()
+
+
+async def test_while_redis_is_down_new_runs_are_refused_clearly_and_connections_stay(tmp_path, redis_process):
+    db = prepare_database(tmp_path, "", quad("simulated"))
+    with LiveServer(app_env(db, redis_process.url, **PACE), log_path=tmp_path / "one.log") as one:
+        cookie = session_cookie(one)
+        sock = await ws(one, cookie)
+        await asyncio.to_thread(redis_process.kill)
+        await sock.send(json.dumps({"type": "run.start", "pipeline": "quad", "input": "x", "ref": "r1"}))
+        refused = await next_frame(sock, FRAME_TIMEOUT_S)
+        assert refused["type"] == "error" and refused["code"] == "layer_unavailable"
+        assert refused["ref"] == "r1" and refused["retry_after"] >= 1
+        await sock.send(json.dumps({"type": "ping"}))
+        assert (await next_frame(sock))["type"] == "pong"
+        async with httpx.AsyncClient(timeout=FRAME_TIMEOUT_S) as http:
+            response = await http.post(
+                one.url + "/stream", json={"pipeline": "quad", "input": "x"}, headers={"Cookie": cookie}
+            )
+        assert response.status_code == 503
+        assert response.json()["error"]["code"] == "layer_unavailable"
+        assert int(response.headers["Retry-After"]) >= 1
+
+        await asyncio.to_thread(redis_process.restart)
+        await start_run(sock, "back")
+        assert_whole(await rest_of_run(sock), "back")
+        await sock.close()
