@@ -71,11 +71,8 @@ class ClientError(Exception):
         self.message = message
         self.ref = ref
         self.retry_after_s = None if retry_after_s is None else max(1, math.ceil(retry_after_s))
-
-    @property
-    def headers(self) -> dict[str, str]:
-        """HTTP headers of the refusal (SSE, API)."""
-        return {} if self.retry_after_s is None else {"Retry-After": str(self.retry_after_s)}
+        # HTTP headers of the refusal (SSE, API).
+        self.headers = {} if self.retry_after_s is None else {"Retry-After": str(self.retry_after_s)}
 
     def frame(self) -> Frame:
         """The `error` frame that answers the client, with `retry_after` (seconds) when set."""
