@@ -4,10 +4,13 @@ import json
 import re
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin
+from django.contrib.admin.utils import unquote
 from django.core.exceptions import ValidationError
 from django.db.models import Count
 from django.forms.models import BaseInlineFormSet
+from django.urls import reverse
 
 from .models import Pipeline, PipelineTask
 from .pipelines.dag import TASK_FIELDS, task_from_fields
@@ -227,6 +230,25 @@ class PipelineAdmin(admin.ModelAdmin):
     readonly_fields = ("created", "updated")
     fields = ("name", "slug", "description", "created", "updated")
     inlines = [PipelineTaskInline]
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        """The change page, with `try_it`: what its "Try it" panel needs to run the saved pipeline.
+
+        The panel runs it as the chat page does (the WebSocket, the staff user's session), so
+        its config has the chat page's names. The slug is read from the database: after a
+        refused save the form shows the typed one, which is not what would run.
+        """
+        saved = self.get_object(request, unquote(object_id))
+        if saved is not None:
+            extra_context = {
+                **(extra_context or {}),
+                "try_it": {
+                    "pipeline": saved.slug,
+                    "maxInputChars": settings.STREAMS["MAX_INPUT_CHARS"],
+                    "conversationsUrl": reverse("conversations"),
+                },
+            }
+        return super().change_view(request, object_id, form_url, extra_context)
 
     def get_queryset(self, request):
         """Count tasks in the list query rather than once per row."""

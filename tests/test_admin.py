@@ -292,3 +292,16 @@ def test_fallbacks_given_as_json_are_saved(admin_client):
     response = admin_client.post(reverse("admin:streams_pipeline_add"), data)
     assert response.status_code == 302, page_text(response)
     assert Pipeline.objects.get(slug="fbjson").tasks.get().fallbacks == [["simulated", "m2"]]
+
+
+def test_the_change_page_gives_its_try_it_panel_the_saved_pipeline(admin_client):
+    """The panel runs what is saved: after a refused save the typed slug is not what it gets."""
+    demo = Pipeline.objects.get(slug="demo")
+    url = reverse("admin:streams_pipeline_change", args=[demo.pk])
+    try_it = admin_client.get(url).context["try_it"]
+    assert try_it == {"pipeline": "demo", "maxInputChars": 32_000, "conversationsUrl": "/api/conversations"}
+    data = form_data("renamed", [{"key": "a", "provider": "nope"}], initial=0)
+    refused = admin_client.post(url, data)
+    assert refused.status_code == 200 and "unknown provider 'nope'" in page_text(refused)
+    assert refused.context["try_it"]["pipeline"] == "demo"
+    assert admin_client.get(reverse("admin:streams_pipeline_add")).context.get("try_it") is None
