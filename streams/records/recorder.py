@@ -148,6 +148,7 @@ class RunRecorder:
         spec: PipelineSpec,
         user_input: str,
         conversation: str | None = None,
+        parent: str = "",
         started_at: float | None = None,
         writer=None,
     ):
@@ -155,6 +156,7 @@ class RunRecorder:
         self.run_id = run_id
         self.owner = owner
         self.conversation = conversation
+        self.parent = parent  # the run it follows in its conversation ("": the first turn)
         self.pipeline = spec.slug
         self.snapshot = spec_snapshot(spec)
         self.input = user_input
