@@ -138,7 +138,7 @@ def _task_attributes(t: TaskData, server: tuple[str, int] | None) -> dict:
     if t.completion_tokens is not None:
         attrs["gen_ai.usage.output_tokens"] = t.completion_tokens
     if t.ttft_ms is not None:
-        attrs["gen_ai.response.time_to_first_chunk"] = t.ttft_ms / 1000
+        attrs["gen_ai.response.time_to_first_chunk"] = round(t.ttft_ms / 1000, 6)
     if t.route:
         attrs["streams.route.provider"] = t.route.get("provider", t.provider)
         attrs["streams.route.model"] = t.route.get("model", t.model)
