@@ -748,7 +748,7 @@ class TraceSink:
 
     def stop(self) -> int | None:
         """Stop it; the number of spans it received."""
-        self.proc.send_signal(signal.SIGINT)
+        self.proc.terminate()
         try:
             self.proc.wait(10)
         except subprocess.TimeoutExpired:
@@ -787,7 +787,10 @@ def run_tracing(ctx: Context, w: Workload) -> dict:
             for label, getter, _, _ in FIGURES
             if label in TRACING_FIGURES
         }
+    cpu = fig(TRACING_FIGURES[0])
     out["ratio"] = ratio(out["on"][TRACING_FIGURES[0]], out["off"][TRACING_FIGURES[0]])
+    # The machine's speed drifts between rounds: the ratio within each round compares better.
+    out["paired_ratio"] = median([ratio(get(cpu, p["on"]), get(cpu, p["off"])) for p in rounds])
     return out
 
 

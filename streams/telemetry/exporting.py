@@ -22,7 +22,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 from ..records import metrics
 from . import config
 
-__all__ = ["CountingExporter", "build_provider", "get_tracer", "new_exporter", "shutdown"]
+__all__ = ["CountingExporter", "build_provider", "flush", "get_tracer", "new_exporter", "shutdown"]
 
 logger = logging.getLogger(__name__)
 
@@ -139,6 +139,12 @@ def get_tracer():
 def tracer_of(provider: TracerProvider):
     """This app's tracer from `provider`."""
     return provider.get_tracer("streams", schema_url=SCHEMA_URL)
+
+
+def flush() -> None:
+    """Export what is queued now (benchmarks and tests)."""
+    if _provider is not None:
+        _provider.force_flush()
 
 
 def shutdown() -> None:

@@ -178,20 +178,27 @@ class OTLPReceiver:
 
 
 def main() -> None:
-    """Standalone sink (bench): `python -m tests.support.otlp_receiver --port P` counts spans."""
+    """Standalone sink (bench): `python -m tests.support.otlp_receiver --port P` counts spans.
+
+    On SIGTERM or SIGINT it logs how many spans it received and exits.
+    """
     import argparse
     import logging
+    import signal
+    import sys
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, default=4318)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: sys.exit(0))
     with OTLPReceiver(keep=False, port=args.port) as rx:
         logging.info("OTLP/HTTP sink on %s", rx.endpoint)
         try:
             while True:
                 time.sleep(3600)
-        except KeyboardInterrupt:
+        finally:
             logging.info("%d spans in %d requests", rx.span_count, rx.requests)
 
 
