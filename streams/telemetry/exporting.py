@@ -6,6 +6,7 @@ event loop. What is lost on the way is counted in `streams_trace_spans_dropped_t
 `queue_full` and `already_shutdown` as the SDK's processor reports them (its internal
 `otel.sdk.processor.span.processed` metric, read here through a small MeterProvider), and
 `export_failed` for batches the exporter gave up on (after its own retries, within its timeout).
+That the SDK reports queue drops this way is pinned by tests/test_telemetry.py.
 """
 
 import logging
@@ -26,6 +27,8 @@ __all__ = ["CountingExporter", "build_provider", "flush", "get_tracer", "new_exp
 
 logger = logging.getLogger(__name__)
 
+# The GenAI conventions followed: semantic-conventions v1.41.0 (docs/records.md, "Tracing").
+SCHEMA_URL = "https://opentelemetry.io/schemas/1.41.0"
 # The SDK's processor metric that carries drops (attribute error.type: queue_full, already_shutdown).
 PROCESSED = "otel.sdk.processor.span.processed"
 _SDK_METRICS_SWITCH = "OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED"
@@ -154,7 +157,3 @@ def shutdown() -> None:
         provider, _provider = _provider, None
     if provider is not None:
         provider.shutdown()
-
-
-# The GenAI conventions followed: semantic-conventions v1.41.0 (docs/records.md, "Tracing").
-SCHEMA_URL = "https://opentelemetry.io/schemas/1.41.0"
