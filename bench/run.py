@@ -821,7 +821,8 @@ def tracing_text(scn: dict) -> str:
     for label in TRACING_FIGURES:
         lines.append(f"{label:32} {fmt(scn['off'][label], 4):>10} {fmt(scn['on'][label], 4):>10}")
     lines.append(
-        f"on/off server CPU per 1k tokens: {fmt(scn['ratio'], 3)}; spans received {scn['spans_received']}"
+        f"on/off server CPU per 1k tokens: medians {fmt(scn['ratio'], 3)}, median of the rounds' "
+        f"ratios {fmt(scn.get('paired_ratio'), 3)}; spans received {scn['spans_received']}"
     )
     return "\n".join(lines)
 
