@@ -3,6 +3,7 @@
     .venv/bin/pip install -r bench/requirements.txt
     .venv/bin/python -m bench.run --scenario all            # about 10 minutes
     .venv/bin/python -m bench.run --scenario moderate --quick
+    .venv/bin/python -m bench.run --scenario tracing --rounds 5   # ours, tracing off/on alternating
 
 Starts on 127.0.0.1: the upstream (bench.upstream: tests.support.openai_server with a
 send-time record), then for every scenario and every system under test its server
@@ -10,6 +11,10 @@ process (ours: one daphne with the Redis channel layer and a migrated SQLite dat
 holding the four-task pipeline `bench`; ref / ref-parse: bench.reference.app under
 uvicorn) and a load-generator process (bench.client). Prints a table and writes JSON
 (bench/results/latest.json). What each figure means: bench/README.md.
+
+`--scenario tracing` runs the moderate workload against ours only, with tracing off and on
+(OTLP/HTTP to a local sink: tests.support.otlp_receiver in its own process) in alternating
+order, `--rounds` times, and compares the medians of the server's CPU per 1,000 tokens.
 """
 
 from __future__ import annotations
@@ -22,8 +27,10 @@ import json
 import math
 import os
 import platform
+import re
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -723,6 +730,103 @@ def run_scenario(ctx: Context, name: str, w: Workload) -> dict:
     return out
 
 
+class TraceSink:
+    """tests.support.otlp_receiver in its own process: the OTLP/HTTP endpoint of the traced rounds."""
+
+    def __init__(self, workdir: Path):
+        self.port = free_port()
+        self.log = workdir / "otlp-sink.log"
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                [PY, "-m", "tests.support.otlp_receiver", "--port", str(self.port)],
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        wait_for_port(self.port, 30)
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> int | None:
+        """Stop it; the number of spans it received."""
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        found = re.findall(r"(\d+) spans in", self.log.read_text())
+        return int(found[-1]) if found else None
+
+
+def run_tracing(ctx: Context, w: Workload) -> dict:
+    """Ours with tracing off and on (OTLP to a local sink), alternating, --rounds times."""
+    sink = TraceSink(ctx.workdir)
+    rounds = []
+    saved = ctx.app_env
+    try:
+        for r in range(ctx.args.rounds):
+            pair = {}
+            for mode in ("off", "on") if r % 2 == 0 else ("on", "off"):
+                # Off: no endpoint, whatever the environment of the benchmark says.
+                endpoint = sink.endpoint if mode == "on" else ""
+                ctx.app_env = {**saved, "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint}
+                log(f"[tracing] round {r + 1}, tracing {mode}: {w.sessions} sessions ...")
+                try:
+                    result = with_target(ctx, "ours", lambda t, mode=mode: measure_quietly(ctx, t, w, mode))
+                finally:
+                    ctx.app_env = saved
+                log(f"[tracing] round {r + 1}, tracing {mode}: {one_line(result)}")
+                pair[mode] = result
+            rounds.append(pair)
+    finally:
+        spans = sink.stop()
+    out: dict = {"workload": w.__dict__.copy(), "rounds": rounds, "spans_received": spans}
+    for mode in ("off", "on"):
+        out[mode] = {
+            label: median([get(getter, p[mode]) for p in rounds])
+            for label, getter, _, _ in FIGURES
+            if label in TRACING_FIGURES
+        }
+    cpu = fig(TRACING_FIGURES[0])
+    out["ratio"] = ratio(out["on"][TRACING_FIGURES[0]], out["off"][TRACING_FIGURES[0]])
+    # The machine's speed drifts between rounds: the ratio within each round compares better.
+    out["paired_ratio"] = median([ratio(get(cpu, p["on"]), get(cpu, p["off"])) for p in rounds])
+    return out
+
+
+TRACING_FIGURES = (
+    "server CPU s / 1k tokens",
+    "server CPU (cores)",
+    "first-token overhead p99 (ms)",
+    "completion ratio p99",
+    "tokens lost",
+    "other processes' CPU (noise)",
+)
+
+
+def median(values: list) -> float | None:
+    """The median of the values that were measured."""
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def tracing_text(scn: dict) -> str:
+    lines = [f"== tracing: ours, off vs on (OTLP/HTTP to a local sink), {describe(scn['workload'])}"]
+    per_round = [
+        f"{get(fig(TRACING_FIGURES[0]), p['off']) or 0:.4f}/{get(fig(TRACING_FIGURES[0]), p['on']) or 0:.4f}"
+        for p in scn["rounds"]
+    ]
+    lines.append("server CPU s / 1k tokens per round (off/on): " + ", ".join(per_round))
+    lines.append(f"{'median':32} {'off':>10} {'on':>10}")
+    for label in TRACING_FIGURES:
+        lines.append(f"{label:32} {fmt(scn['off'][label], 4):>10} {fmt(scn['on'][label], 4):>10}")
+    lines.append(
+        f"on/off server CPU per 1k tokens: medians {fmt(scn['ratio'], 3)}, median of the rounds' "
+        f"ratios {fmt(scn.get('paired_ratio'), 3)}; spans received {scn['spans_received']}"
+    )
+    return "\n".join(lines)
+
+
 def run_capacity(ctx: Context, base: Workload) -> dict:
     """Largest session count with p99 first-token overhead <= limit and 0 lost, per system."""
     limit = ctx.args.capacity_limit_ms
@@ -940,6 +1044,13 @@ def targets(results: dict) -> list[dict]:
         )
         add("moderate: flush p99", ours("moderate", fig("flush p99 (ms)")), lambda v: v <= 20, "<= 20 ms")
         add("moderate: tokens lost", ours("moderate", fig("tokens lost")), lambda v: v == 0, "0")
+    if "tracing" in results:
+        add(
+            "tracing: server CPU/1k tokens on/off",
+            results["tracing"]["ratio"],
+            lambda v: v <= 1.05,
+            "<= 1.05 (medians)",
+        )
     if "capacity" in results:
         caps = results["capacity"]["systems"]
         c_ours = (caps.get("ours") or {}).get("capacity")
@@ -975,7 +1086,10 @@ def log(msg: str) -> None:
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description="Streaming benchmark: ours vs the original design.")
-    p.add_argument("--scenario", default="all", choices=("moderate", "capacity", "saturation", "idle", "all"))
+    p.add_argument(
+        "--scenario", default="all", choices=("moderate", "capacity", "saturation", "idle", "tracing", "all")
+    )
+    p.add_argument("--rounds", type=int, default=3, help="tracing: off/on pairs, alternating order")
     p.add_argument("--quick", action="store_true", help="tiny numbers: a smoke run in well under a minute")
     p.add_argument("--systems", default=",".join(SYSTEMS), help="comma-separated: ours,ref,ref-parse")
     p.add_argument("--sessions", type=int, default=0, help="sessions for moderate/saturation")
@@ -1036,7 +1150,9 @@ def main(argv=None) -> dict:
         loads = scenario_workloads(args)
         names = ["moderate", "capacity", "saturation", "idle"] if args.scenario == "all" else [args.scenario]
         for name in names:
-            if name == "capacity":
+            if name == "tracing":
+                results[name] = run_tracing(ctx, loads["moderate"])
+            elif name == "capacity":
                 base = loads["moderate"]
                 base = Workload(**{**base.__dict__, "sessions": args.capacity_start})
                 results[name] = run_capacity(ctx, base)
@@ -1065,7 +1181,9 @@ def main(argv=None) -> dict:
             raise SystemExit(f"--merge: {args.out} measured {earlier.get('app_commit')}, not this app")
         merged = {**earlier["scenarios"], **results}
         results = {
-            name: merged[name] for name in ("moderate", "capacity", "saturation", "idle") if name in merged
+            name: merged[name]
+            for name in ("moderate", "capacity", "saturation", "idle", "tracing")
+            if name in merged
         }
         report["scenarios"] = results
         report["remeasured"] = {**earlier.get("remeasured", {}), **{n: report["date"] for n in names}}
@@ -1075,6 +1193,9 @@ def main(argv=None) -> dict:
     for name, scenario in results.items():
         if name == "capacity":
             texts.append(capacity_text(scenario))
+            continue
+        if name == "tracing":
+            texts.append(tracing_text(scenario))
             continue
         text, ratios = table(name, scenario, args.systems)
         scenario["ratios"] = ratios

@@ -16,6 +16,9 @@ class StreamsConfig(AppConfig):
         from .access import checks  # noqa: F401  (registers the deploy checks)
         from .models import Pipeline, PipelineTask
         from .pipelines.catalog import forget_specs
+        from .telemetry import config as tracing
+
+        tracing.check()  # an OTLP protocol it cannot use fails at start-up, not at the first run
 
         for model in (Pipeline, PipelineTask):
             post_save.connect(forget_specs, sender=model, dispatch_uid=f"streams-specs-save-{model.__name__}")

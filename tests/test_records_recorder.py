@@ -242,3 +242,15 @@ async def test_a_connection_dropped_between_batches_is_replaced_and_nothing_is_l
     assert [(f["seq"], f["type"]) for f in trace["frames"]] == [(f["seq"], f["type"]) for f in sent]
     messages = [r.getMessage() for r in caplog.records]
     assert any("retrying" in m for m in messages) and any("work again" in m for m in messages)
+
+
+async def test_a_task_keeps_its_first_piece_time_after_the_writer_freed_its_pieces():
+    """Regression: the trace (streams.telemetry) reads first_at at the run's end, after the writer
+    has written an early task and given its pieces' memory back."""
+    rec, _ = await recorded_run(spec_of(*THREE), "question")
+    assert await flush_all()
+    stored = await database_sync_to_async(lambda: {t.key: t.ttft_ms for t in TaskRun.objects.all()})()
+    for key, t in rec.tasks.items():
+        assert t.pieces == ([], [])  # written and freed
+        assert t.first_at is not None and t.started_at <= t.first_at <= t.ended_at
+        assert rec.ttft_ms(t) == stored[key]

@@ -28,7 +28,16 @@ from prometheus_client import (
 )
 from prometheus_client.multiprocess import MultiProcessCollector
 
-__all__ = ["CONTENT_TYPE_LATEST", "error", "render", "run_ended", "run_started", "task_ended", "upstream"]
+__all__ = [
+    "CONTENT_TYPE_LATEST",
+    "error",
+    "render",
+    "run_ended",
+    "run_started",
+    "spans_dropped",
+    "task_ended",
+    "upstream",
+]
 
 REGISTRY = CollectorRegistry()
 
@@ -72,6 +81,12 @@ UPSTREAM_IN_FLIGHT = Gauge(
     ["provider"],
     registry=REGISTRY,
     multiprocess_mode="livesum",
+)
+SPANS_DROPPED = Counter(
+    "streams_trace_spans_dropped",
+    "Trace spans lost on the way to the OTLP collector: queue_full, export_failed or already_shutdown.",
+    ["reason"],
+    registry=REGISTRY,
 )
 
 # Label children, looked up once: .labels() costs a lock and a tuple per call.
@@ -122,6 +137,11 @@ def task_ended(
 def error(code: str) -> None:
     """A client frame or request was refused with `code`."""
     _child(ERRORS, code).inc()
+
+
+def spans_dropped(reason: str, count: int = 1) -> None:
+    """`count` trace spans were dropped for `reason` (streams.telemetry; any thread)."""
+    _child(SPANS_DROPPED, reason).inc(count)
 
 
 def upstream(provider: str):

@@ -80,6 +80,7 @@ class _Task:
         "delivered",
         "ended_at",
         "error",
+        "first",
         "key",
         "model",
         "pieces",
@@ -114,12 +115,14 @@ class _Task:
         self.delivered = 0  # characters sent to the client in task.delta frames
         self.started_at: float | None = None
         self.ended_at: float | None = None
+        self.first: float | None = None  # first_at, kept when the writer frees the pieces
 
     @property
     def first_at(self) -> float | None:
         """When the first piece arrived (merges keep the first time of each entry)."""
-        times = self.pieces[0] if self.pieces is not None else self.times
-        return times[0] if times else None
+        if self.pieces is not None:
+            return self.first
+        return self.times[0] if self.times else None
 
     @property
     def count(self) -> int:
@@ -133,6 +136,7 @@ class _Task:
 
     def freeze(self) -> None:
         """The task ended: keep its pieces for the writer; later pieces go to lists nobody reads."""
+        self.first = self.times[0] if self.times else None
         self.pieces = (self.times, self.texts)
         self.times, self.texts = [], []
 

@@ -19,6 +19,7 @@ from ..records.recorder import RecordingSink, RunRecorder
 from ..store import LAYER_ERRORS
 from ..store.publisher import RunPublisher, control_group
 from ..store.runlog import get_run_log
+from ..telemetry import live as tracing
 from . import orchestrator
 from .pump import RunPump
 
@@ -155,6 +156,7 @@ class RunHost:
             run.recorder.run_ended(
                 "failed", {"code": INTERNAL, "message": "the run ended without its last frame"}
             )
+            tracing.run_ended(run.recorder)  # the run's trace, from what the recorder holds
             self._forget(run)
 
     async def _send_failed(self, run: HostedRun, exec_task: asyncio.Task, exc: BaseException) -> None:
