@@ -322,7 +322,8 @@ def report(args, out: dict) -> str:
         split_table(one[0], two[0]),
         split_table(one[2], two[1]),
     ]
-    versus = [f"-- moderate app CPU s/1k, this tree vs {args.base_root}, alternating rounds"]
+    base_root = out.get("base_root", args.base_root)
+    versus = [f"-- moderate app CPU s/1k, this tree vs {base_root}, alternating rounds"]
     for side in ("this", "base"):
         vals = ", ".join(f"{r['app_cpu_s_per_1k']:.4f} ({r['other_cores']:.2f})" for r in out["versus"][side])
         versus.append(f"{side:5} median {med[side]:.4f}   rounds (others' cores) {vals}")
