@@ -16,7 +16,7 @@ Starts its own redis-server processes on free ports (never the shared one) and, 
     .venv/bin/python -m bench.redis_cost --rounds 2 --saturation-s 4 --capacity-sessions 40
 
 Prints a table; the full results go to bench/results/redis_cost.json (`--out`). Reuses
-bench.run's upstream, load generator and measurement (`measure_quietly`).
+bench.run's upstream, load generator and measurement (`measure`, `wait_for_quiet`).
 """
 
 from __future__ import annotations
@@ -46,8 +46,9 @@ from bench.run import (
     fmt,
     log,
     machine,
-    measure_quietly,
+    measure,
     pipeline_file,
+    wait_for_quiet,
 )
 from tests.support.live import app_env, manage, wait_for_port
 from tests.support.redis_procs import RedisProcess
@@ -156,7 +157,9 @@ def measure_app(ctx: Context, nodes: RedisNodes, w: Workload, label: str, root: 
     ctx.redis = nodes
     app = App(ctx, root, python, nodes.url).start()
     try:
-        r = measure_quietly(ctx, app, w, label)
+        # One attempt, its noise reported: INFO's snapshots bracket the last measure() only.
+        busy_before = wait_for_quiet(ctx)
+        r = measure(ctx, app, w, label)
     finally:
         app.stop()
     tokens = r["tokens_delivered"]
@@ -181,6 +184,7 @@ def measure_app(ctx: Context, nodes: RedisNodes, w: Workload, label: str, root: 
         "app_cores": r["cpu_util"]["server"],
         "redis_cores": r["cpu_util"]["redis"],
         "other_cores": r["cpu_util"]["other"],
+        "busy_before_cores": busy_before,
         "load_avg": os.getloadavg()[0],
         "nodes": per_node,
     }
@@ -240,7 +244,7 @@ def split_table(one: dict, two: dict) -> str:
     return "\n".join(lines)
 
 
-def noise_adjusted_ratio(this: list[dict], base: list[dict]) -> tuple[float, float]:
+def noise_adjusted_ratio(this: list[dict], base: list[dict]) -> tuple[float | None, float | None]:
     """this / base of app CPU per 1k tokens, from y = a + b * (others' cores) + c * (this tree).
 
     A starved server coalesces more tokens per frame, so its CPU per token falls as other
@@ -254,8 +258,13 @@ def noise_adjusted_ratio(this: list[dict], base: list[dict]) -> tuple[float, flo
         slope, intercept = statistics.linear_regression(x, v)
         return [vi - (intercept + slope * xi) for vi, xi in zip(v, x, strict=True)]
 
+    if len(this) < 2 or len(base) < 2 or len(set(x)) < 2:
+        return None, None  # nothing to fit
     ry, rd = residuals(y), residuals(d)
-    c = sum(a * b for a, b in zip(ry, rd, strict=True)) / sum(b * b for b in rd)
+    spread = sum(b * b for b in rd)
+    if spread < 1e-12:
+        return None, None  # the noise alone tells the trees apart: no fit
+    c = sum(a * b for a, b in zip(ry, rd, strict=True)) / spread
     b, _ = statistics.linear_regression(x, [yi - c * di for yi, di in zip(y, d, strict=True)])
     base_level = statistics.fmean(y) - c * statistics.fmean(d)
     return (base_level + c) / base_level, b
@@ -272,7 +281,6 @@ def run(args) -> dict:
         bottleneck_util=0.85,
         noise_limit=args.noise_limit,
         quiet_wait=args.quiet_wait,
-        retries=args.retries,
     )
     upstream = Upstream(workdir)
     ctx = Context(workdir, upstream, database_url, bench_args)
@@ -340,10 +348,11 @@ def report(args, out: dict) -> str:
     )
     adjusted, slope = noise_adjusted_ratio(out["versus"]["this"], out["versus"]["base"])
     out["versus_noise_adjusted_ratio"] = adjusted
-    versus.append(
-        f"this / base, at equal noise (fit over all rounds): {adjusted:.3f}x; "
-        f"each core others take moves app CPU by {slope:+.4f} s/1k"
-    )
+    if adjusted is not None:
+        versus.append(
+            f"this / base, at equal noise (fit over all rounds): {adjusted:.3f}x; "
+            f"each core others take moves app CPU by {slope:+.4f} s/1k"
+        )
     texts.append("\n".join(versus))
     return "\n\n".join(texts)
 
@@ -357,7 +366,6 @@ def main(argv=None) -> dict:
     p.add_argument("--saturation-s", type=float, default=8.0, help="seconds of back-to-back runs")
     p.add_argument("--noise-limit", type=float, default=0.3, help="cores other processes may take")
     p.add_argument("--quiet-wait", type=float, default=5.0, help="seconds to wait for a quiet machine")
-    p.add_argument("--retries", type=int, default=0, help="re-measure this often when it was noisy")
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "redis_cost.json"))
     p.add_argument("--from-json", default="", help="report an earlier run's JSON again (and update it)")
     args = p.parse_args(argv)
@@ -377,6 +385,7 @@ def main(argv=None) -> dict:
         base_root=args.base_root,
         base_commit=app_commit(args.base_root),
     )
+    Path(args.out).write_text(json.dumps(out, indent=1, default=str))  # before a report can fail
     out["table"] = report(args, out)
     Path(args.out).write_text(json.dumps(out, indent=1, default=str))
     print(out["table"])
