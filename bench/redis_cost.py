@@ -112,7 +112,7 @@ class RedisNodes:
         for c in self.clients:
             c.close()
         for p in self.procs:
-            p.stop()
+            p.close()  # stops it and removes its temp dir
 
 
 class App(Target):
