@@ -345,14 +345,14 @@ STREAMS_PROVIDERS = {
         "api_key_env": "OLLAMA_API_KEY",
         "api_key_optional": True,
     },
-    # llama.cpp's OpenAI-compatible server with SmolLM2-135M (scripts/run --local-model starts it).
-    # One slot: a second request in flight would interrupt the first, so one at a time.
+    # llama.cpp's llama-server with SmolLM2-135M (scripts/run --local-model starts it with 4 slots):
+    # as many requests in flight as it has slots, so none waits in its queue behind another run.
     "local": {
         "kind": "openai",
         "base_url": os.environ.get("LOCAL_LLM_BASE_URL", "http://127.0.0.1:8081/v1"),
         "api_key_env": "LOCAL_LLM_API_KEY",
         "api_key_optional": True,
-        "max_concurrency": 1,
+        "max_concurrency": 4,
     },
     # Anthropic SDK (optional dependency) with its own ANTHROPIC_API_KEY / ANTHROPIC_BASE_URL.
     "anthropic": {"kind": "anthropic"},

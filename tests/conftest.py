@@ -13,7 +13,7 @@ from streams.store import runlog
 from tests.support import scripted
 from tests.support.records import database_down, records  # noqa: F401  (fixtures of the records tests)
 
-# Session fixtures of the real llama.cpp server (llama_server, interrupting_llama_server).
+# Session fixtures of the real llama.cpp server (llama_server) and of private Redis processes.
 pytest_plugins = ["tests.support.llama_server", "tests.support.redis_procs"]
 
 REDIS_URL = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
