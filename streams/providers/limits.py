@@ -1,8 +1,10 @@
 """A cap on one provider's requests in flight: the rest queue (in arrival order) instead of being sent.
 
-A single-slot upstream (llama.cpp's server by default) cancels the answer in progress when
-the next request arrives; queueing here keeps every answer whole. The cap holds per event
-loop, so per process: N server processes may have N x limit requests in flight.
+An upstream with N slots (llama.cpp's llama-server with --parallel N) queues the request
+beyond them, which then looks started while it produces nothing, and some single-slot servers
+(llama-cpp-python's by default) cancel the answer in progress instead; queueing here keeps
+every answer whole and every started task working. The cap holds per event loop, so per
+process: N server processes may have N x limit requests in flight.
 """
 
 from __future__ import annotations
