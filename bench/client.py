@@ -197,7 +197,7 @@ class WSSession(Session):
         self.ws = await connect(
             self.args.url,
             origin=f"http://{parts.netloc}",
-            compression=None,
+            compression="deflate" if self.args.deflate else None,
             max_size=None,
             ping_interval=None,
             open_timeout=30,
@@ -370,7 +370,11 @@ async def idle(args) -> dict:
 
         async def one():
             return await connect(
-                args.url, origin=origin, compression=None, ping_interval=None, open_timeout=60
+                args.url,
+                origin=origin,
+                compression="deflate" if args.deflate else None,
+                ping_interval=None,
+                open_timeout=60,
             )
 
     else:
@@ -455,6 +459,7 @@ def parse_args(argv=None):
     p.add_argument("--record-live", action="store_true", help="keep every live delta's receipt time")
     p.add_argument("--warmup-runs", type=int, default=2)
     p.add_argument("--idle", action="store_true", help="open --sessions idle connections")
+    p.add_argument("--deflate", action="store_true", help="offer per-message deflate, as browsers do")
     p.add_argument("--out", required=True)
     return p.parse_args(argv)
 

@@ -90,7 +90,8 @@ async def measure(n: int) -> dict[str, float]:
     out["publish: log commands and layer message"] = per_frame_us(serialize, n)
 
     rounds = min(n, 5000)
-    await log.execute([("DEL", f"{run_id}-x")])  # connect first
+    log_key = log._key(run_id, "log")
+    await log.execute([("DEL", log_key)])  # a fresh log (and connected first)
     t0 = time.process_time()
     for i in range(rounds):
         commands = log.append_commands(run_id, frames[i], refresh_ttl=False)
@@ -98,7 +99,24 @@ async def measure(n: int) -> dict[str, float]:
         await log.execute([*commands, ("PUBLISH", publisher.direct, payload)])
     total = (time.process_time() - t0) / rounds * 1e6
     out["Redis round trip: append + PUBLISH (incl. the serialization)"] = total
-    await log.execute([("DEL", log._key(run_id, "log"))])
+
+    # What in-process delivery replaced: the same frame back through this process's pub/sub
+    # layer (reader task, msgpack, the channel's queue), timed as the extra CPU of a round
+    # trip whose message is also received (a lower bound: the consumer's dispatch came on top).
+    await log.execute([("DEL", log_key)])
+    channel = await layer.new_channel("bench.")
+    await layer.group_add(publisher.group, channel)
+    t0 = time.process_time()
+    for i in range(rounds):
+        commands = log.append_commands(run_id, frames[i], refresh_ttl=False)
+        payload = compat.pubsub_serialize(layer, {"type": "run.frames", "frames": frames[i]})
+        await log.execute([*commands, ("PUBLISH", publisher.direct, payload)])
+        await layer.receive(channel)
+    received = (time.process_time() - t0) / rounds * 1e6
+    out["replaced: the frame back through the pub/sub layer (receive only)"] = received - total
+    await layer.group_discard(publisher.group, channel)
+    await layer.flush()
+    await log.execute([("DEL", log_key)])
     await get_run_log().aclose()
     return out
 

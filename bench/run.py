@@ -348,6 +348,8 @@ def measure(ctx: Context, target: Target, w: Workload, label: str) -> dict:
         cmd.append("--record-live")
     if w.idle:
         cmd.append("--idle")
+    if ctx.args.client_deflate and target.mode == "ws":
+        cmd.append("--deflate")
     ctx.upstream.records()  # forget the warm-up of an earlier measurement
     client = subprocess.Popen(cmd, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     client_ps = psutil.Process(client.pid)
@@ -1010,7 +1012,7 @@ def parse_args(argv=None):
     p.add_argument("--capacity-max", type=int, default=0)
     p.add_argument("--capacity-growth", type=float, default=1.5)
     p.add_argument("--capacity-resolution", type=float, default=0.1, help="bisect until within this share")
-    p.add_argument("--capacity-trials", type=int, default=3, help="trials per session count (median)")
+    p.add_argument("--capacity-trials", type=int, default=0, help="trials per session count (median; 3)")
     p.add_argument("--bottleneck-util", type=float, default=0.85, help="cores at which a helper is flagged")
     p.add_argument("--noise-limit", type=float, default=0.3, help="cores other processes may take")
     p.add_argument("--quiet-wait", type=float, default=30.0, help="seconds to wait for a quiet machine")
@@ -1030,6 +1032,9 @@ def parse_args(argv=None):
         default="",
         help="more arguments for streams.serve, e.g. '--ws wsproto' or '--ws-deflate'",
     )
+    p.add_argument(
+        "--client-deflate", action="store_true", help="WebSocket clients offer per-message deflate"
+    )
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "latest.json"))
     p.add_argument("--keep-workdir", action="store_true")
     p.add_argument("--merge", action="store_true", help="replace only the scenarios run now in --out")
@@ -1040,6 +1045,8 @@ def parse_args(argv=None):
         p.error(f"unknown systems {sorted(unknown)}")
     if not args.capacity_start:
         args.capacity_start = 2 if args.quick else 20
+    if not args.capacity_trials:
+        args.capacity_trials = 1 if args.quick else 3
     if not args.capacity_max:
         args.capacity_max = 3 if args.quick else 400
     return args
