@@ -145,7 +145,7 @@ class RunSession:
         return StartPlan(run_id, spec, user_input, turn, accepted, quota)
 
     async def launch(self, plan: StartPlan, *, announce: bool = True, on_layer_failure=None) -> None:
-        """Join the run's group, announce it (run.accepted), then start it on this process's host."""
+        """Listen to the run (in-process, or its group), announce it (run.accepted), start it here."""
         run_id = plan.run_id
         local = self.in_process and run_id not in self.watching
         try:
