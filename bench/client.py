@@ -193,9 +193,12 @@ class WSSession(Session):
     async def connect(self) -> None:
         from websockets.asyncio.client import connect
 
-        parts = urlsplit(self.args.url)
+        # Several URLs (several server processes): sessions spread round-robin, as nginx does.
+        urls = self.args.url.split(",")
+        url = urls[self.index % len(urls)]
+        parts = urlsplit(url)
         self.ws = await connect(
-            self.args.url,
+            url,
             origin=f"http://{parts.netloc}",
             compression="deflate" if self.args.deflate else None,
             max_size=None,
@@ -366,11 +369,13 @@ async def idle(args) -> dict:
     if args.mode == "ws":
         from websockets.asyncio.client import connect
 
-        origin = f"http://{urlsplit(args.url).netloc}"
+        urls = args.url.split(",")
+        origin = f"http://{urlsplit(urls[0]).netloc}"
 
         async def one():
+            url = urls[len(conns) % len(urls)]
             return await connect(
-                args.url,
+                url,
                 origin=origin,
                 compression="deflate" if args.deflate else None,
                 ping_interval=None,

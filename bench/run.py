@@ -104,15 +104,23 @@ def dist(values: list[float]) -> dict:
 # --- processes -------------------------------------------------------------------------------
 
 
-def cpu_s(proc: psutil.Process | None) -> float:
-    """User + system CPU seconds of a process (and its children; 0 when it is gone)."""
+def cpu_s(proc: psutil.Process | list | None) -> float:
+    """User + system CPU seconds of a process or processes and their children, ended or live
+    (a uvicorn supervisor's workers); 0 when gone."""
     if proc is None:
         return 0.0
+    if isinstance(proc, list):
+        return sum(cpu_s(p) for p in proc)
     try:
         t = proc.cpu_times()
-        return t.user + t.system + t.children_user + t.children_system
+        total = t.user + t.system + t.children_user + t.children_system
     except psutil.Error:
         return 0.0
+    for child in _children(proc):
+        with contextlib.suppress(psutil.Error):
+            c = child.cpu_times()
+            total += c.user + c.system
+    return total
 
 
 def _children(proc: psutil.Process) -> list:
@@ -135,8 +143,8 @@ def redis_process() -> psutil.Process | None:
 class RSSSampler:
     """Samples a process's RSS every 50 ms in a thread; the peak and the last value."""
 
-    def __init__(self, proc: psutil.Process):
-        self.proc = proc
+    def __init__(self, procs: list[psutil.Process]):
+        self.procs = procs  # summed, with their live children (workers)
         self.peak = 0
         self.last = 0
         self._stop = threading.Event()
@@ -144,15 +152,17 @@ class RSSSampler:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            with contextlib.suppress(psutil.Error):
-                self.last = self.proc.memory_info().rss
-                self.peak = max(self.peak, self.last)
+            self.last = self.rss()
+            self.peak = max(self.peak, self.last)
             self._stop.wait(0.05)
 
     def rss(self) -> int:
-        with contextlib.suppress(psutil.Error):
-            return self.proc.memory_info().rss
-        return 0
+        total = 0
+        for proc in self.procs:
+            for p in (proc, *_children(proc)):
+                with contextlib.suppress(psutil.Error):
+                    total += p.memory_info().rss
+        return total
 
     def reset(self) -> None:
         self.peak = self.rss()
@@ -214,9 +224,12 @@ class Target:
     def __init__(self, system: str, ctx: Context):
         self.system = system
         self.ctx = ctx
-        self.port = free_port()
+        # --processes N: ours runs N instances (one port each, the client spreads its sessions
+        # over them), the reference N uvicorn workers behind one port.
+        self.ports = [free_port() for _ in range(ctx.args.processes if system == "ours" else 1)]
+        self.port = self.ports[0]
         self.log = ctx.workdir / f"{system}.log"
-        self.proc: subprocess.Popen | None = None
+        self.procs: list[subprocess.Popen] = []
 
     @property
     def mode(self) -> str:
@@ -225,7 +238,7 @@ class Target:
     @property
     def url(self) -> str:
         if self.system == "ours":
-            return f"ws://127.0.0.1:{self.port}/ws/streams/"
+            return ",".join(f"ws://127.0.0.1:{port}/ws/streams/" for port in self.ports)
         return f"http://127.0.0.1:{self.port}/stream"
 
     def start(self) -> Target:
@@ -244,11 +257,11 @@ class Target:
             )
             if ctx.args.ours_server == "uvicorn":
                 # The production launcher (uvloop, httptools, websockets-sansio; drains on SIGTERM).
-                cmd = [PY, "-m", "streams.serve", "--host", "127.0.0.1", "--port", str(self.port)]
+                cmd = [PY, "-m", "streams.serve", "--host", "127.0.0.1", "--port", "{port}"]
                 cmd += ["--log-level", "warning", *ctx.args.ours_serve_args.split()]
             else:
                 module = "bench.daphne_uvloop" if ctx.args.ours_loop == "uvloop" else "daphne"
-                cmd = [PY, "-m", module, "-b", "127.0.0.1", "-p", str(self.port), ASGI_APP]
+                cmd = [PY, "-m", module, "-b", "127.0.0.1", "-p", "{port}", ASGI_APP]
         else:
             env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "STREAMS_"))}
             env.update(
@@ -258,30 +271,42 @@ class Target:
                 PYTHONUNBUFFERED="1",
             )
             cmd = [PY, "-m", "uvicorn", "bench.reference.app:app", "--host", "127.0.0.1"]
-            cmd += ["--port", str(self.port), "--log-level", "warning", "--no-access-log"]
+            cmd += ["--port", "{port}", "--log-level", "warning", "--no-access-log"]
+            if ctx.args.processes > 1:
+                cmd += ["--workers", str(ctx.args.processes)]
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
         with open(self.log, "ab") as log:
-            # cwd: the app tree under test (ref-parse imports the app's provider from there).
-            self.proc = subprocess.Popen(
-                cmd, cwd=ctx.args.app_root, env=env, stdout=log, stderr=subprocess.STDOUT
-            )
+            for port in self.ports:
+                # cwd: the app tree under test (ref-parse imports the app's provider from there).
+                self.procs.append(
+                    subprocess.Popen(
+                        [arg.format(port=port) for arg in cmd],
+                        cwd=ctx.args.app_root,
+                        env=env,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                    )
+                )
         try:
-            wait_for_port(self.port, 30)
+            for port in self.ports:
+                wait_for_port(port, 30)
         except TimeoutError:
             self.stop()
             raise
-        self.pid = self.proc.pid
-        self.ps = psutil.Process(self.pid)
+        self.pid = self.procs[0].pid  # the one profiled
+        self.ps = [psutil.Process(p.pid) for p in self.procs]
         return self
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.procs:
             try:
-                self.proc.wait(10)
+                proc.wait(10)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+                proc.kill()
+                proc.wait()
 
 
 @dataclass
@@ -406,9 +431,10 @@ def measure(ctx: Context, target: Target, w: Workload, label: str) -> dict:
     result["cpu_util"]["machine"] = (busy1 - busy0) / wall
     # Whatever else ran meanwhile (other people's tests on a shared machine): the noise.
     result["cpu_util"]["other"] = max(0.0, result["cpu_util"]["machine"] - sum(result["cpu"].values()) / wall)
-    ours = {p.pid for p in procs.values()} | {os.getpid()}
+    mine = [p for v in procs.values() for p in (v if isinstance(v, list) else [v])]
+    ours = {p.pid for p in mine} | {os.getpid()}
     ours |= {c.pid for c in _children(psutil.Process())}  # py-spy too
-    ours |= {c.pid for p in procs.values() for c in _children(p)}
+    ours |= {c.pid for p in mine for c in _children(p)}
     result["noise_top"] = top_others(everyone0, everyone1, ours, wall)
     result["wall_s"] = wall
     result["rss"] = {"before": rss_before, "peak": peak}
@@ -1018,6 +1044,12 @@ def parse_args(argv=None):
     p.add_argument("--quiet-wait", type=float, default=30.0, help="seconds to wait for a quiet machine")
     p.add_argument("--retries", type=int, default=2, help="re-measure this often when it was noisy")
     p.add_argument("--profile", action="store_true", help="py-spy the server process of each measurement")
+    p.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="ours: this many instances (sessions spread over them); ref: uvicorn --workers",
+    )
     p.add_argument("--app-env", action="append", default=[], help="KEY=VALUE for the app (experiments)")
     p.add_argument("--app-root", default=str(ROOT), help="run the app from this tree (experiments)")
     p.add_argument("--ours-loop", choices=("asyncio", "uvloop"), default="asyncio", help="daphne's loop")
@@ -1091,6 +1123,7 @@ def main(argv=None) -> dict:
         "ours_loop": args.ours_loop,
         "ours_server": args.ours_server,
         "ours_serve_args": args.ours_serve_args,
+        "processes": args.processes,
         "systems": {s: SYSTEM_LABELS[s] for s in args.systems},
         "scenarios": results,
     }
