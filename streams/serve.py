@@ -40,7 +40,7 @@ def config(argv: list[str] | None = None) -> uvicorn.Config:
         "--ws",
         default="websockets-sansio",
         choices=("websockets-sansio", "wsproto"),
-        help="uvicorn's WebSocket protocol (both wait for the socket on send)",
+        help="uvicorn's WebSocket protocol (both wait for the socket on send; wsproto needs its package)",
     )
     parser.add_argument(
         "--ws-deflate",
