@@ -346,19 +346,22 @@ class SSESession(Session):
 
 
 async def warm_up(args, cls) -> None:
-    """One short run before measuring: connection pools, imports, the layer's subscriptions."""
-    results: list = []
-    session = cls(args, 99999, results, None)
-    await session.connect()
-    try:
-        for number in range(args.warmup_runs):
-            r = RunResult(99999, number, 0.0)
-            async with asyncio.timeout(60):
-                await session.one_run(r, tokens=8, pace=0.0)
-            if r.error:
-                raise RuntimeError(f"warm-up run failed: {r.error}")
-    finally:
-        await session.close()
+    """Short runs before measuring: connection pools, imports, the layer's subscriptions; on
+    every server process when there are several (session i goes to URL i modulo their number)."""
+    urls = len(args.url.split(","))
+    for index in range(99_999, 99_999 - urls, -1):  # the tag has five digits
+        results: list = []
+        session = cls(args, index, results, None)
+        await session.connect()
+        try:
+            for number in range(args.warmup_runs):
+                r = RunResult(index, number, 0.0)
+                async with asyncio.timeout(60):
+                    await session.one_run(r, tokens=8, pace=0.0)
+                if r.error:
+                    raise RuntimeError(f"warm-up run failed: {r.error}")
+        finally:
+            await session.close()
 
 
 async def idle(args) -> dict:
