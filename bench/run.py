@@ -25,6 +25,7 @@ import os
 import platform
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -795,11 +796,7 @@ def run_capacity(ctx: Context, base: Workload) -> dict:
                 runs[system].append(capacity_trial(ctx, system, base, ns[system]))
         for system, trials in runs.items():
             p99s = sorted(t["fto_p99_ms"] if t["fto_p99_ms"] is not None else math.inf for t in trials)
-            med = (
-                p99s[len(p99s) // 2]
-                if len(p99s) % 2
-                else (p99s[len(p99s) // 2 - 1] + p99s[len(p99s) // 2]) / 2
-            )
+            med = statistics.median(p99s)
             good = med <= limit and not any(t["lost"] for t in trials)
             st, n = state[system], ns[system]
             finite = [v for v in p99s if v != math.inf]
