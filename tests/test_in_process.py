@@ -7,7 +7,9 @@ import asyncio
 import pytest
 
 from streams.consumers import StreamConsumer
+from streams.runs.host import current_host
 from streams.session.core import RunSession
+from streams.store.publisher import RunPublisher
 from streams.store.runlog import get_run_log
 from tests.support.scripted import ScriptedProvider
 from tests.test_resume import new_session
@@ -50,6 +52,34 @@ async def test_the_starter_gets_every_frame_without_the_channel_layer_and_the_lo
     assert through_layer == []
     # Resumes and other instances read the log: it holds exactly what the starter got.
     assert await get_run_log().read(run_id, 0) == frames
+
+
+async def test_the_starter_has_each_batch_before_it_goes_to_redis(
+    redis_layer, scripted_provider, make_pipeline, monkeypatch
+):
+    """Local delivery comes first, so a Redis that is slow or down does not hold it back."""
+    await make_pipeline("p", two("paced:20:0.005"))
+    before_publish = []  # per publish: its last seq, and the last seq the starter had by then
+    real_frames = RunPublisher.frames
+
+    async def spying_frames(self, frames):
+        run = current_host().runs[self.run_id]
+        had = [w.watching[self.run_id].last for w in run.local if self.run_id in w.watching]
+        before_publish.append((frames[-1]["seq"], had))
+        await real_frames(self, frames)
+
+    monkeypatch.setattr(RunPublisher, "frames", spying_frames)
+    comm = await connect()
+    await start(comm, "p")
+    frames = await until_run_end(comm)
+    await comm.disconnect()
+
+    assert_whole(frames, "paced:20")
+    watched = [(seq, had) for seq, had in before_publish if had]
+    assert len(watched) >= 5, before_publish
+    assert all(had == [seq] for seq, had in watched), before_publish
+    # The last batch ended the run: the starter had it whole and let go before the publish.
+    assert before_publish[-1] == (frames[-1]["seq"], [])
 
 
 async def test_in_process_and_channel_layer_watchers_of_one_run_each_get_every_frame_once(
