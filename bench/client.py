@@ -193,11 +193,14 @@ class WSSession(Session):
     async def connect(self) -> None:
         from websockets.asyncio.client import connect
 
-        parts = urlsplit(self.args.url)
+        # Several URLs (several server processes): sessions spread round-robin, as nginx does.
+        urls = self.args.url.split(",")
+        url = urls[self.index % len(urls)]
+        parts = urlsplit(url)
         self.ws = await connect(
-            self.args.url,
+            url,
             origin=f"http://{parts.netloc}",
-            compression=None,
+            compression="deflate" if self.args.deflate else None,
             max_size=None,
             ping_interval=None,
             open_timeout=30,
@@ -343,19 +346,22 @@ class SSESession(Session):
 
 
 async def warm_up(args, cls) -> None:
-    """One short run before measuring: connection pools, imports, the layer's subscriptions."""
-    results: list = []
-    session = cls(args, 99999, results, None)
-    await session.connect()
-    try:
-        for number in range(args.warmup_runs):
-            r = RunResult(99999, number, 0.0)
-            async with asyncio.timeout(60):
-                await session.one_run(r, tokens=8, pace=0.0)
-            if r.error:
-                raise RuntimeError(f"warm-up run failed: {r.error}")
-    finally:
-        await session.close()
+    """Short runs before measuring: connection pools, imports, the layer's subscriptions; on
+    every server process when there are several (session i goes to URL i modulo their number)."""
+    urls = len(args.url.split(","))
+    for index in range(99_999, 99_999 - urls, -1):  # the tag has five digits
+        results: list = []
+        session = cls(args, index, results, None)
+        await session.connect()
+        try:
+            for number in range(args.warmup_runs):
+                r = RunResult(index, number, 0.0)
+                async with asyncio.timeout(60):
+                    await session.one_run(r, tokens=8, pace=0.0)
+                if r.error:
+                    raise RuntimeError(f"warm-up run failed: {r.error}")
+        finally:
+            await session.close()
 
 
 async def idle(args) -> dict:
@@ -366,11 +372,17 @@ async def idle(args) -> dict:
     if args.mode == "ws":
         from websockets.asyncio.client import connect
 
-        origin = f"http://{urlsplit(args.url).netloc}"
+        urls = args.url.split(",")
+        origin = f"http://{urlsplit(urls[0]).netloc}"
 
         async def one():
+            url = urls[len(conns) % len(urls)]
             return await connect(
-                args.url, origin=origin, compression=None, ping_interval=None, open_timeout=60
+                url,
+                origin=origin,
+                compression="deflate" if args.deflate else None,
+                ping_interval=None,
+                open_timeout=60,
             )
 
     else:
@@ -455,6 +467,7 @@ def parse_args(argv=None):
     p.add_argument("--record-live", action="store_true", help="keep every live delta's receipt time")
     p.add_argument("--warmup-runs", type=int, default=2)
     p.add_argument("--idle", action="store_true", help="open --sessions idle connections")
+    p.add_argument("--deflate", action="store_true", help="offer per-message deflate, as browsers do")
     p.add_argument("--out", required=True)
     return p.parse_args(argv)
 

@@ -1,4 +1,4 @@
-"""The streaming benchmark: the app under daphne + Redis against the original design, same run.
+"""The streaming benchmark: the app under its production server + Redis against the original design.
 
     .venv/bin/pip install -r bench/requirements.txt
     .venv/bin/python -m bench.run --scenario all            # about 10 minutes
@@ -7,10 +7,11 @@
 
 Starts on 127.0.0.1: the upstream (bench.upstream: tests.support.openai_server with a
 send-time record), then for every scenario and every system under test its server
-process (ours: one daphne with the Redis channel layer and a migrated SQLite database
-holding the four-task pipeline `bench`; ref / ref-parse: bench.reference.app under
-uvicorn) and a load-generator process (bench.client). Prints a table and writes JSON
-(bench/results/latest.json). What each figure means: bench/README.md.
+process (ours: one `python -m streams.serve`, uvicorn, or daphne with --ours-server, with
+the Redis channel layer and a migrated SQLite database holding the four-task pipeline
+`bench`; ref / ref-parse: bench.reference.app under uvicorn) and a load-generator process
+(bench.client). Prints a table and writes JSON (bench/results/latest.json). What each
+figure means: bench/README.md.
 
 `--scenario tracing` runs the moderate workload against ours only, with tracing off and on
 (OTLP/HTTP to a local sink: tests.support.otlp_receiver in its own process) in alternating
@@ -50,7 +51,7 @@ from tests.support.live import app_env, free_port, manage, wait_for_port  # noqa
 TASKS = ("task_a", "task_b", "task_c", "task_d")
 SYSTEMS = ("ours", "ref", "ref-parse")
 SYSTEM_LABELS = {
-    "ours": "ours: daphne + Redis pub/sub layer",
+    "ours": "ours: streams.serve + Redis pub/sub layer",
     "ref": "ref: FastAPI+sse-starlette, SDK chunk objects",
     "ref-parse": "ref-parse: same, app's raw-line provider",
 }
@@ -110,15 +111,23 @@ def dist(values: list[float]) -> dict:
 # --- processes -------------------------------------------------------------------------------
 
 
-def cpu_s(proc: psutil.Process | None) -> float:
-    """User + system CPU seconds of a process (and its children; 0 when it is gone)."""
+def cpu_s(proc: psutil.Process | list | None) -> float:
+    """User + system CPU seconds of a process or processes and their children, ended or live
+    (a uvicorn supervisor's workers); 0 when gone."""
     if proc is None:
         return 0.0
+    if isinstance(proc, list):
+        return sum(cpu_s(p) for p in proc)
     try:
         t = proc.cpu_times()
-        return t.user + t.system + t.children_user + t.children_system
+        total = t.user + t.system + t.children_user + t.children_system
     except psutil.Error:
         return 0.0
+    for child in _children(proc):
+        with contextlib.suppress(psutil.Error):
+            c = child.cpu_times()
+            total += c.user + c.system
+    return total
 
 
 def _children(proc: psutil.Process) -> list:
@@ -141,8 +150,8 @@ def redis_process() -> psutil.Process | None:
 class RSSSampler:
     """Samples a process's RSS every 50 ms in a thread; the peak and the last value."""
 
-    def __init__(self, proc: psutil.Process):
-        self.proc = proc
+    def __init__(self, procs: list[psutil.Process]):
+        self.procs = procs  # summed, with their live children (workers)
         self.peak = 0
         self.last = 0
         self._stop = threading.Event()
@@ -150,15 +159,17 @@ class RSSSampler:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            with contextlib.suppress(psutil.Error):
-                self.last = self.proc.memory_info().rss
-                self.peak = max(self.peak, self.last)
+            self.last = self.rss()
+            self.peak = max(self.peak, self.last)
             self._stop.wait(0.05)
 
     def rss(self) -> int:
-        with contextlib.suppress(psutil.Error):
-            return self.proc.memory_info().rss
-        return 0
+        total = 0
+        for proc in self.procs:
+            for p in (proc, *_children(proc)):
+                with contextlib.suppress(psutil.Error):
+                    total += p.memory_info().rss
+        return total
 
     def reset(self) -> None:
         self.peak = self.rss()
@@ -220,9 +231,12 @@ class Target:
     def __init__(self, system: str, ctx: Context):
         self.system = system
         self.ctx = ctx
-        self.port = free_port()
+        # --processes N: ours runs N instances (one port each, the client spreads its sessions
+        # over them), the reference N uvicorn workers behind one port.
+        self.ports = [free_port() for _ in range(ctx.args.processes if system == "ours" else 1)]
+        self.port = self.ports[0]
         self.log = ctx.workdir / f"{system}.log"
-        self.proc: subprocess.Popen | None = None
+        self.procs: list[subprocess.Popen] = []
 
     @property
     def mode(self) -> str:
@@ -231,7 +245,7 @@ class Target:
     @property
     def url(self) -> str:
         if self.system == "ours":
-            return f"ws://127.0.0.1:{self.port}/ws/streams/"
+            return ",".join(f"ws://127.0.0.1:{port}/ws/streams/" for port in self.ports)
         return f"http://127.0.0.1:{self.port}/stream"
 
     def start(self) -> Target:
@@ -249,12 +263,12 @@ class Target:
                 **ctx.app_env,
             )
             if ctx.args.ours_server == "uvicorn":
-                # The app's own uvicorn launcher (uvloop, httptools, websockets; drains on SIGTERM).
-                cmd = [PY, "-m", "streams.serve", "--host", "127.0.0.1", "--port", str(self.port)]
-                cmd += ["--log-level", "warning"]
+                # The production launcher (uvloop, httptools, websockets-sansio; drains on SIGTERM).
+                cmd = [PY, "-m", "streams.serve", "--host", "127.0.0.1", "--port", "{port}"]
+                cmd += ["--log-level", "warning", *ctx.args.ours_serve_args.split()]
             else:
                 module = "bench.daphne_uvloop" if ctx.args.ours_loop == "uvloop" else "daphne"
-                cmd = [PY, "-m", module, "-b", "127.0.0.1", "-p", str(self.port), ASGI_APP]
+                cmd = [PY, "-m", module, "-b", "127.0.0.1", "-p", "{port}", ASGI_APP]
         else:
             env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "STREAMS_"))}
             env.update(
@@ -264,30 +278,42 @@ class Target:
                 PYTHONUNBUFFERED="1",
             )
             cmd = [PY, "-m", "uvicorn", "bench.reference.app:app", "--host", "127.0.0.1"]
-            cmd += ["--port", str(self.port), "--log-level", "warning", "--no-access-log"]
+            cmd += ["--port", "{port}", "--log-level", "warning", "--no-access-log"]
+            if ctx.args.processes > 1:
+                cmd += ["--workers", str(ctx.args.processes)]
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
         with open(self.log, "ab") as log:
-            # cwd: the app tree under test (ref-parse imports the app's provider from there).
-            self.proc = subprocess.Popen(
-                cmd, cwd=ctx.args.app_root, env=env, stdout=log, stderr=subprocess.STDOUT
-            )
+            for port in self.ports:
+                # cwd: the app tree under test (ref-parse imports the app's provider from there).
+                self.procs.append(
+                    subprocess.Popen(
+                        [arg.format(port=port) for arg in cmd],
+                        cwd=ctx.args.app_root,
+                        env=env,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                    )
+                )
         try:
-            wait_for_port(self.port, 30)
+            for port in self.ports:
+                wait_for_port(port, 30)
         except TimeoutError:
             self.stop()
             raise
-        self.pid = self.proc.pid
-        self.ps = psutil.Process(self.pid)
+        self.pid = self.procs[0].pid  # the one profiled
+        self.ps = [psutil.Process(p.pid) for p in self.procs]
         return self
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.procs:
             try:
-                self.proc.wait(10)
+                proc.wait(10)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+                proc.kill()
+                proc.wait()
 
 
 @dataclass
@@ -354,6 +380,8 @@ def measure(ctx: Context, target: Target, w: Workload, label: str) -> dict:
         cmd.append("--record-live")
     if w.idle:
         cmd.append("--idle")
+    if ctx.args.client_deflate and target.mode == "ws":
+        cmd.append("--deflate")
     ctx.upstream.records()  # forget the warm-up of an earlier measurement
     client = subprocess.Popen(cmd, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     client_ps = psutil.Process(client.pid)
@@ -410,9 +438,10 @@ def measure(ctx: Context, target: Target, w: Workload, label: str) -> dict:
     result["cpu_util"]["machine"] = (busy1 - busy0) / wall
     # Whatever else ran meanwhile (other people's tests on a shared machine): the noise.
     result["cpu_util"]["other"] = max(0.0, result["cpu_util"]["machine"] - sum(result["cpu"].values()) / wall)
-    ours = {p.pid for p in procs.values()} | {os.getpid()}
+    mine = [p for v in procs.values() for p in (v if isinstance(v, list) else [v])]
+    ours = {p.pid for p in mine} | {os.getpid()}
     ours |= {c.pid for c in _children(psutil.Process())}  # py-spy too
-    ours |= {c.pid for p in procs.values() for c in _children(p)}
+    ours |= {c.pid for p in mine for c in _children(p)}
     result["noise_top"] = top_others(everyone0, everyone1, ours, wall)
     result["wall_s"] = wall
     result["rss"] = {"before": rss_before, "peak": peak}
@@ -600,6 +629,7 @@ SUBSYSTEMS = (
     ("starlette/", "starlette/fastapi"),
     ("fastapi/", "starlette/fastapi"),
     ("uvicorn/", "uvicorn"),
+    ("websockets/", "websockets (WebSocket framing)"),
     ("streams/", "app (streams/)"),
     ("bench/", "reference app (bench/)"),
     ("json/", "json"),
@@ -827,70 +857,86 @@ def tracing_text(scn: dict) -> str:
     return "\n".join(lines)
 
 
-def run_capacity(ctx: Context, base: Workload) -> dict:
-    """Largest session count with p99 first-token overhead <= limit and 0 lost, per system."""
-    limit = ctx.args.capacity_limit_ms
-    out = {"limit_ms": limit, "workload": base.__dict__.copy(), "systems": {}}
-    for system in ctx.args.systems:
-        trials = []
+def capacity_trial(ctx: Context, system: str, base: Workload, n: int) -> dict:
+    """One short trial of `system` at `n` sessions: its p99 first-token overhead and losses."""
+    w = Workload(**{**base.__dict__, "sessions": n})
+    log(f"[capacity] {system}: {n} sessions ...")
+    try:
+        r = with_target(ctx, system, lambda t: measure_quietly(ctx, t, w, f"capacity{n}"))
+    except Exception as exc:
+        r = {"error": repr(exc)}
+    p99 = (r.get("first_token_overhead_ms") or {}).get("p99")
+    trial = {
+        "sessions": n,
+        "fto_p99_ms": p99,
+        "lost": "error" in r or r["tokens_lost"] != 0 or r["failed_runs"] != 0,
+        "tokens_lost": r.get("tokens_lost"),
+        "failed_runs": r.get("failed_runs"),
+        "cpu_util": r.get("cpu_util"),
+        "attempts": r.get("attempts"),
+        "load_generator_bottleneck": r.get("load_generator_bottleneck"),
+        "rss_per_conn": (r.get("rss") or {}).get("per_conn"),
+        "error": r.get("error"),
+    }
+    log(f"[capacity] {system}: {n} sessions -> p99 {fmt(p99)} ms, lost {r.get('tokens_lost')}")
+    return trial
 
-        def ok(n: int, system=system, trials=trials) -> bool:
-            w = Workload(**{**base.__dict__, "sessions": n})
-            log(f"[capacity] {system}: {n} sessions ...")
-            try:
-                r = with_target(ctx, system, lambda t: measure_quietly(ctx, t, w, f"capacity{n}"))
-            except Exception as exc:
-                r = {"error": repr(exc)}
-            p99 = (r.get("first_token_overhead_ms") or {}).get("p99")
-            good = (
-                "error" not in r
-                and r["tokens_lost"] == 0
-                and r["failed_runs"] == 0
-                and p99 is not None
-                and p99 <= limit
-            )
-            trials.append(
+
+def run_capacity(ctx: Context, base: Workload) -> dict:
+    """Largest session count whose median p99 first-token overhead over repeated trials is <= the
+    limit with nothing lost in any trial, per system; the systems' trials alternate, so every
+    ratio comes from the same stretch of machine noise."""
+    limit = ctx.args.capacity_limit_ms
+    k = ctx.args.capacity_trials
+    out = {"limit_ms": limit, "trials_per_count": k, "workload": base.__dict__.copy(), "systems": {}}
+    state = {s: {"capacity": 0, "first_failure": None, "counts": [], "trials": []} for s in ctx.args.systems}
+
+    def judge(ns: dict[str, int]) -> None:
+        """K trials of each system at its count, alternating (ABAB, then BABA: no system always first)."""
+        runs: dict[str, list[dict]] = {s: [] for s in ns}
+        for i in range(k):
+            for system in ns if i % 2 == 0 else reversed(ns):
+                runs[system].append(capacity_trial(ctx, system, base, ns[system]))
+        for system, trials in runs.items():
+            p99s = sorted(t["fto_p99_ms"] if t["fto_p99_ms"] is not None else math.inf for t in trials)
+            med = statistics.median(p99s)
+            good = med <= limit and not any(t["lost"] for t in trials)
+            st, n = state[system], ns[system]
+            finite = [v for v in p99s if v != math.inf]
+            st["counts"].append(
                 {
                     "sessions": n,
                     "ok": good,
-                    "fto_p99_ms": p99,
-                    "tokens_lost": r.get("tokens_lost"),
-                    "failed_runs": r.get("failed_runs"),
-                    "cpu_util": r.get("cpu_util"),
-                    "attempts": r.get("attempts"),
-                    "load_generator_bottleneck": r.get("load_generator_bottleneck"),
-                    "rss_per_conn": (r.get("rss") or {}).get("per_conn"),
-                    "error": r.get("error"),
+                    "p99_median_ms": med if med != math.inf else None,
+                    "p99_min_ms": finite[0] if finite else None,
+                    "p99_max_ms": finite[-1] if finite else None,
                 }
             )
-            log(
-                f"[capacity] {system}: {n} sessions -> p99 {fmt(p99)} ms, lost {r.get('tokens_lost')}, {good}"
-            )
-            return good
+            st["trials"] += trials
+            if good:
+                st["capacity"] = max(st["capacity"], n)
+            else:
+                st["first_failure"] = n if st["first_failure"] is None else min(st["first_failure"], n)
+            log(f"[capacity] {system}: {n} sessions -> median p99 {fmt(med)} ms over {k}: {good}")
 
-        good, bad = 0, None
-        n = ctx.args.capacity_start
-        # Grow by 1.5x until a failure, then bisect to the resolution.
-        while n <= ctx.args.capacity_max:
-            if ok(n):
-                good = n
-                n = max(n + 1, int(n * ctx.args.capacity_growth))
-            else:
-                bad = n
-                break
-        if bad is None and good < ctx.args.capacity_max:
-            if ok(ctx.args.capacity_max):
-                good = ctx.args.capacity_max
-            else:
-                bad = ctx.args.capacity_max
+    # Grow every system in step until it fails, then bisect each, round by round.
+    n = ctx.args.capacity_start
+    growing = list(ctx.args.systems)
+    while growing and n <= ctx.args.capacity_max:
+        judge({s: n for s in growing})
+        growing = [s for s in growing if state[s]["first_failure"] is None]
+        n = max(n + 1, int(n * ctx.args.capacity_growth))
+
+    def mid(system: str) -> int | None:
+        st = state[system]
+        good, bad = st["capacity"], st["first_failure"]
         resolution = max(1, int(good * ctx.args.capacity_resolution)) if good else 1
-        while bad is not None and bad - good > resolution:
-            mid = (good + bad) // 2
-            if ok(mid):
-                good = mid
-            else:
-                bad = mid
-        out["systems"][system] = {"capacity": good, "first_failure": bad, "trials": trials}
+        return (good + bad) // 2 if bad is not None and bad - good > resolution else None
+
+    while todo := {s: m for s in ctx.args.systems if (m := mid(s)) is not None}:
+        judge(todo)
+    for system, st in state.items():
+        out["systems"][system] = st
     return out
 
 
@@ -1102,19 +1148,34 @@ def parse_args(argv=None):
     p.add_argument("--capacity-max", type=int, default=0)
     p.add_argument("--capacity-growth", type=float, default=1.5)
     p.add_argument("--capacity-resolution", type=float, default=0.1, help="bisect until within this share")
+    p.add_argument("--capacity-trials", type=int, default=0, help="trials per session count (median; 3)")
     p.add_argument("--bottleneck-util", type=float, default=0.85, help="cores at which a helper is flagged")
     p.add_argument("--noise-limit", type=float, default=0.3, help="cores other processes may take")
     p.add_argument("--quiet-wait", type=float, default=30.0, help="seconds to wait for a quiet machine")
     p.add_argument("--retries", type=int, default=2, help="re-measure this often when it was noisy")
     p.add_argument("--profile", action="store_true", help="py-spy the server process of each measurement")
+    p.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="ours: this many instances (sessions spread over them); ref: uvicorn --workers",
+    )
     p.add_argument("--app-env", action="append", default=[], help="KEY=VALUE for the app (experiments)")
     p.add_argument("--app-root", default=str(ROOT), help="run the app from this tree (experiments)")
     p.add_argument("--ours-loop", choices=("asyncio", "uvloop"), default="asyncio", help="daphne's loop")
     p.add_argument(
         "--ours-server",
         choices=("daphne", "uvicorn"),
-        default="daphne",
-        help="the app's server: daphne, or uvicorn through `python -m streams.serve`",
+        default="uvicorn",
+        help="the app's server: uvicorn through `python -m streams.serve` (production), or daphne",
+    )
+    p.add_argument(
+        "--ours-serve-args",
+        default="",
+        help="more arguments for streams.serve, e.g. '--ws wsproto' or '--ws-deflate'",
+    )
+    p.add_argument(
+        "--client-deflate", action="store_true", help="WebSocket clients offer per-message deflate"
     )
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "latest.json"))
     p.add_argument("--keep-workdir", action="store_true")
@@ -1126,6 +1187,8 @@ def parse_args(argv=None):
         p.error(f"unknown systems {sorted(unknown)}")
     if not args.capacity_start:
         args.capacity_start = 2 if args.quick else 20
+    if not args.capacity_trials:
+        args.capacity_trials = 1 if args.quick else 3
     if not args.capacity_max:
         args.capacity_max = 3 if args.quick else 400
     return args
@@ -1171,6 +1234,8 @@ def main(argv=None) -> dict:
         "app_commit": app_commit(args.app_root),
         "ours_loop": args.ours_loop,
         "ours_server": args.ours_server,
+        "ours_serve_args": args.ours_serve_args,
+        "processes": args.processes,
         "systems": {s: SYSTEM_LABELS[s] for s in args.systems},
         "scenarios": results,
     }
@@ -1213,14 +1278,17 @@ def capacity_text(scn: dict) -> str:
     w = scn["workload"]
     lines = [
         f"== capacity: sessions held with p99 first-token overhead <= {scn['limit_ms']:g} ms and 0 lost "
-        f"(4 tasks x {w['tokens']} tokens at {w['pace']:g} tok/s, started over {w['spread']:g} s)"
+        f"(4 tasks x {w['tokens']} tokens at {w['pace']:g} tok/s, started over {w['spread']:g} s), "
+        f"median of {scn['trials_per_count']} alternating trials per count"
     ]
     caps = {s: r["capacity"] for s, r in scn["systems"].items()}
     for s, r in scn["systems"].items():
-        trials = ", ".join(
-            f"{t['sessions']}:{fmt(t['fto_p99_ms'])}ms{'' if t['ok'] else '(x)'}" for t in r["trials"]
+        counts = ", ".join(
+            f"{c['sessions']}:{fmt(c['p99_median_ms'])}ms[{fmt(c['p99_min_ms'])}-{fmt(c['p99_max_ms'])}]"
+            f"{'' if c['ok'] else '(x)'}"
+            for c in r["counts"]
         )
-        lines.append(f"{s:10} {r['capacity']:>5} sessions   trials {trials}")
+        lines.append(f"{s:10} {r['capacity']:>5} sessions   median p99 [min-max] per count: {counts}")
     if caps.get("ours") is not None:
         for s in caps:
             if s != "ours" and caps[s]:

@@ -82,6 +82,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
             max_resumes=self.cfg["MAX_RESUMES_PER_RUN"],
             on_watch=self._ensure_watchdog,
             outbox=self.outbox,
+            in_process=True,
         )
         self.outbox.on_overflow.append(self._slow_reader)
         loop = asyncio.get_running_loop()

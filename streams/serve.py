@@ -1,4 +1,4 @@
-"""`python -m streams.serve`: the app under uvicorn (websockets protocol), draining on SIGTERM.
+"""`python -m streams.serve`: the app under uvicorn (websockets-sansio), draining on SIGTERM.
 
 uvicorn's own shutdown closes every WebSocket with 1012 at once and waits for HTTP responses,
 then sends the lifespan shutdown; this server drains first (streams/serving.py), so clients
@@ -38,8 +38,14 @@ def config(argv: list[str] | None = None) -> uvicorn.Config:
     parser.add_argument("--http", default="auto", help="auto, h11 or httptools")
     parser.add_argument(
         "--ws",
-        default="websockets",
-        help="websockets (tested; its send waits for the socket) or websockets-sansio (untested here)",
+        default="websockets-sansio",
+        choices=("websockets-sansio", "wsproto"),
+        help="uvicorn's WebSocket protocol (both wait for the socket on send; wsproto needs its package)",
+    )
+    parser.add_argument(
+        "--ws-deflate",
+        action="store_true",
+        help="per-message deflate (off: a zlib call per frame and its buffers per connection)",
     )
     parser.add_argument("--log-level", default="info")
     parser.add_argument(
@@ -51,10 +57,10 @@ def config(argv: list[str] | None = None) -> uvicorn.Config:
         APP,
         host=args.host,
         port=args.port,
-        # The websockets protocol awaits the socket on every send, so the outbox sees a slow
-        # reader (docs/deployment.md); uvicorn 0.54 calls it deprecated in favour of
-        # websockets-sansio (which waits too, by its source), not yet covered by the tests.
+        # Its send waits while the socket is full, so the outbox sees a slow reader
+        # (docs/deployment.md). Deflate is off unless asked for: docs/deployment.md says why.
         ws=args.ws,
+        ws_per_message_deflate=args.ws_deflate,
         loop=args.loop,
         http=args.http,
         lifespan="on",

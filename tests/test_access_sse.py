@@ -1,4 +1,5 @@
-"""SSE access rules over real HTTP (real daphne, real Redis, a local OpenAI server) and in process."""
+"""SSE access rules over real HTTP (streams.serve, real Redis, a local OpenAI server) and in
+process."""
 
 import asyncio
 import json

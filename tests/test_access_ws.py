@@ -237,21 +237,24 @@ async def test_resumes_of_one_run_on_one_connection_are_capped(
 async def test_a_start_that_fails_before_its_run_exists_gives_its_slot_back(
     redis_layer, slow, settings, monkeypatch
 ):
-    # Regression: a failure while joining the run's group (Redis down) kept the run's quota
+    # Regression: a failure while recording the run (Redis down) kept the run's quota
     # slot until its lease lapsed (30 s), so the owner's next start was refused.
-    from streams.session.core import RunSession
+    from streams.store.runlog import RedisRunLog
 
     settings.STREAMS = {**settings.STREAMS, "MAX_RUNS_PER_OWNER": 1}
     comm, _, _ = await handshake([*SAME_ORIGIN, await session_cookie()])
-    real_join = RunSession.join
+    real_create = RedisRunLog.create
 
-    async def broken_join(self, run_id):
+    async def broken_create(self, run_id, meta):
         raise ConnectionError("Redis went away")
 
-    monkeypatch.setattr(RunSession, "join", broken_join)
+    monkeypatch.setattr(RedisRunLog, "create", broken_create)
     await send(comm, {"type": "run.start", "pipeline": slow, "input": "x"})
-    assert (await recv(comm))["code"] == "layer_unavailable"
-    monkeypatch.setattr(RunSession, "join", real_join)
+    frame = await recv(comm)
+    while frame["type"] == "run.accepted":  # announced before its host records it
+        frame = await recv(comm)
+    assert frame["code"] == "layer_unavailable"
+    monkeypatch.setattr(RedisRunLog, "create", real_create)
     for _ in range(20):  # the slot is given back by a task of its own: allow it a moment
         await send(comm, {"type": "run.start", "pipeline": slow, "input": "x"})
         frame = await recv(comm)

@@ -1,4 +1,4 @@
-"""The chat page in headless Chromium, real daphne and Redis: order, stop, XSS, errors, resume, login."""
+"""The chat page in headless Chromium, the real server and Redis: order, stop, XSS, errors, resume, login."""
 
 import contextlib
 import json
@@ -144,12 +144,12 @@ def page(browser):
 
 @pytest.fixture
 def serve(tmp_path, redis_url):
-    """Start one daphne over a fresh database: `serve(pipelines=None, **env)` returns the LiveServer."""
+    """Start one server over a fresh database: `serve(pipelines=None, **env)` returns the LiveServer."""
     with contextlib.ExitStack() as stack:
 
         def start(pipelines: dict | None = None, **env: str) -> LiveServer:
             database_url = prepare_database(tmp_path, redis_url, pipelines)
-            server = LiveServer(app_env(database_url, redis_url, **env), log_path=tmp_path / "daphne.log")
+            server = LiveServer(app_env(database_url, redis_url, **env), log_path=tmp_path / "server.log")
             return stack.enter_context(server)
 
         yield start

@@ -1,4 +1,5 @@
-"""Several daphne instances sharing Redis and a database: resume and cancel from any instance, Redis loss."""
+"""Several server instances (streams.serve) sharing Redis and a database: resume and cancel
+from any instance, Redis loss."""
 
 import asyncio
 import json
@@ -19,7 +20,7 @@ TOKENS = 80
 
 @pytest.fixture
 def two_instances(tmp_path, redis_url):
-    """Two daphne processes on two ports, one Redis, one database, runs surviving a drop for 10 s."""
+    """Two server processes on two ports, one Redis, one database, runs surviving a drop for 10 s."""
     db = prepare_database(tmp_path, redis_url, quad("simulated"))
     env = app_env(
         db,

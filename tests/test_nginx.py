@@ -1,4 +1,5 @@
-"""deploy/nginx.conf in front of two daphne instances: a WebSocket run and a resume through it."""
+"""deploy/nginx.conf in front of two server instances (streams.serve): a WebSocket run and a
+resume through it."""
 
 import json
 import shutil

@@ -74,13 +74,13 @@ async def test_too_many_runs_on_one_connection(redis_layer, scripted_provider, m
     settings.STREAMS = {**settings.STREAMS, "MAX_RUNS_PER_CONNECTION": 2}
     await make_pipeline("slow", [{"key": "a", "provider": "scripted", "model": "paced:500:0.01"}])
     comm = await connect()
-    await start(comm, "slow")
-    await start(comm, "slow")
-    await send(comm, {"type": "run.start", "pipeline": "slow", "input": "x"})
-    frame = await recv(comm)
-    while frame["type"] != "error":
-        frame = await recv(comm)
+    for _ in range(3):
+        await send(comm, {"type": "run.start", "pipeline": "slow", "input": "x"})
+    kinds = []
+    while (frame := await recv(comm))["type"] != "error":
+        kinds.append(frame["type"])
     assert frame["code"] == "too_many_runs"
+    assert kinds.count("run.accepted") == 2
     await comm.disconnect()
 
 

@@ -1,4 +1,5 @@
-"""The SSE transport read as a plain HTTP client reads it: real daphne, real Redis, a local OpenAI server."""
+"""The SSE transport read as a plain HTTP client reads it: a real server (streams.serve), real
+Redis, a local OpenAI server."""
 
 import asyncio
 import codecs

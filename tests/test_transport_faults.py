@@ -6,7 +6,9 @@ import logging
 
 import pytest
 
+from streams.runs.relay import RunRelay
 from streams.session.core import RunSession
+from tests.test_resume import new_session
 from tests.wsclient import connect, recv, send, start, until_run_end
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.redis]
@@ -62,10 +64,16 @@ async def test_a_bug_while_handling_a_frame_is_answered_internal_once_and_the_so
 async def test_a_consumer_that_crashes_mid_run_still_detaches_and_cancels_its_run(
     redis_layer, scripted_provider, make_pipeline, monkeypatch
 ):
+    """A resumed run comes through the channel layer: a crash there ends the consumer."""
     await make_pipeline("slow", SLOW)
-    comm = await connect()
-    await start(comm, "slow")
+    cookie = await new_session()
+    starter = await connect([cookie])
+    run_id = (await start(starter, "slow"))["run_id"]
+    await first_delta(starter)
+    comm = await connect([cookie])
+    await send(comm, {"type": "run.resume", "run_id": run_id, "after_seq": 0})
     await first_delta(comm)
+    await starter.disconnect()  # the resumed connection is now the run's only watcher
 
     async def crash(self, message):
         raise RuntimeError("crash while relaying")
@@ -75,6 +83,28 @@ async def test_a_consumer_that_crashes_mid_run_still_detaches_and_cancels_its_ru
         await comm.receive_output(timeout=5)
     await until_closed(scripted_provider.calls)
     assert scripted_provider.calls[0].tokens_sent < 1000
+
+
+async def test_a_crash_while_relaying_in_process_closes_1011_and_cancels_the_run(
+    redis_layer, scripted_provider, make_pipeline, monkeypatch, caplog
+):
+    """The starter's run comes from its host in-process: a crash there closes the connection."""
+    await make_pipeline("slow", SLOW)
+    comm = await connect()
+    await start(comm, "slow")
+    await first_delta(comm)
+
+    def crash(self, frames):
+        raise RuntimeError("crash while relaying")
+
+    monkeypatch.setattr(RunRelay, "push_now", crash)
+    with caplog.at_level(logging.ERROR, logger="streams.session.core"):
+        while (output := await comm.receive_output(timeout=5))["type"] != "websocket.close":
+            pass
+        assert output["code"] == 1011
+        await until_closed(scripted_provider.calls)
+    assert scripted_provider.calls[0].tokens_sent < 1000
+    assert any("relaying failed" in r.getMessage() and r.exc_info for r in caplog.records)
 
 
 async def test_a_consumer_the_server_cancels_still_detaches_and_cancels_its_run(

@@ -6,6 +6,7 @@ import uuid
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from channels.layers import get_channel_layer
 from django.conf import settings
@@ -26,6 +27,20 @@ from .pump import RunPump
 logger = logging.getLogger(__name__)
 
 
+class LocalWatcher(Protocol):
+    """A client of this process watching a run hosted here: it gets the run's frames directly.
+
+    Both calls are synchronous and must never wait (a slow reader's outbox caps and closes it),
+    so one watcher cannot hold up the run's sender or the others.
+    """
+
+    def run_frames(self, run_id: str, frames: list[Frame]) -> None:
+        """Ordered frames of the run, each seq once, in seq order."""
+
+    def run_progress(self, frame: Frame) -> None:
+        """An unordered run.progress frame."""
+
+
 @dataclass
 class HostedRun:
     """A run whose tasks execute in this process."""
@@ -43,6 +58,16 @@ class HostedRun:
     on_layer_failure: set[Callable[[list[Frame]], None]] = field(default_factory=set)
     # The run's slot in its owner's quota of runs in flight, released when the run ends.
     quota: Slot | None = None
+    # Clients of this process that get the frames from here, not through the channel layer.
+    local: set[LocalWatcher] = field(default_factory=set)
+
+    def deliver(self, frames: list[Frame]) -> None:
+        """Hand ordered frames to the local watchers (before the layer: a Redis outage spares them)."""
+        for watcher in list(self.local):
+            try:
+                watcher.run_frames(self.run_id, frames)
+            except Exception:  # a bug in one client must not fail the run for the others
+                logger.exception("run %s: local delivery failed", self.run_id)
 
 
 class RunHost:
@@ -70,8 +95,12 @@ class RunHost:
         parent: str = "",
         history: History | None = None,
         quota: Slot | None = None,
+        watcher: LocalWatcher | None = None,
     ) -> None:
-        """Record the run, then start its tasks and its sender; `quota` is released at its end."""
+        """Record the run, then start its tasks and its sender; `quota` is released at its end.
+
+        `watcher` (the starting client, when it is in this process) gets every frame from here.
+        """
         cfg = settings.STREAMS
         meta = {"owner": owner, "pipeline": spec.slug, "tasks": list(spec.order), "host": self.host_id}
         await get_run_log().create(run_id, meta)
@@ -85,15 +114,23 @@ class RunHost:
             run_id, owner=owner, spec=spec, user_input=user_input, conversation=conversation, parent=parent
         )
 
+        local: set[LocalWatcher] = {watcher} if watcher is not None else set()
+
         async def publish(frames: list[Frame]) -> None:
+            run.deliver(frames)
             await publisher.frames(frames)
             recorder.frames(frames)  # as sent: after the send returned
+
+        async def progress(frame: Frame) -> None:
+            for each in list(local):
+                each.run_progress(frame)
+            await publisher.progress(frame)
 
         pump = RunPump(
             run_id,
             spec.order,
             publish,
-            publisher.progress,
+            progress,
             progress_interval_s=cfg["PROGRESS_INTERVAL_S"],
             coalesce_window_s=cfg["COALESCE_WINDOW_S"],
             max_delta_chars=cfg["MAX_DELTA_CHARS"] or None,
@@ -101,7 +138,7 @@ class RunHost:
         )
         # Through a Redis outage the publisher re-appends what the log lacks from these.
         publisher.history = pump.history
-        run = HostedRun(run_id, spec, pump, recorder, history or History(), quota=quota)
+        run = HostedRun(run_id, spec, pump, recorder, history or History(), quota=quota, local=local)
         if on_layer_failure is not None:
             run.on_layer_failure.add(on_layer_failure)
         self.runs[run_id] = run
@@ -174,8 +211,9 @@ class RunHost:
         exec_task.cancel()
         await asyncio.gather(exec_task, return_exceptions=True)
         run.recorder.frames(run.pump.gate_end("abort", code, message))
+        # Every frame of the run: each local client skips what it already has.
+        run.deliver(run.pump.history)
         for callback in list(run.on_layer_failure):
-            # Every frame of the run: each local client skips what it already has.
             callback(run.pump.history)
 
     def _forget(self, run: HostedRun) -> None:
@@ -200,6 +238,12 @@ class RunHost:
         ]
         if tasks:
             await asyncio.wait([t for t in tasks if t is not None], timeout=timeout_s)
+
+    def unwatch(self, run_id: str, watcher: LocalWatcher) -> None:
+        """The local watcher wants no more of the run's frames (it has the end, or it closed)."""
+        run = self.runs.get(run_id)
+        if run is not None:
+            run.local.discard(watcher)
 
     # --- control: cancel, attach, detach; local calls and messages from other instances ---
 

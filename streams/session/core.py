@@ -29,7 +29,7 @@ from ..protocol import (
     Frame,
 )
 from ..records.conversations import Turn, start_turn
-from ..runs.host import get_host
+from ..runs.host import current_host, get_host
 from ..runs.recovery import end_if_orphaned
 from ..runs.relay import RunRelay
 from ..store import LAYER_ERRORS
@@ -37,7 +37,7 @@ from ..store.publisher import run_group
 from ..store.runlog import get_run_log, new_run_id, owned_meta
 from . import shutdown
 from .inputs import check_input
-from .outbox import Outbox
+from .outbox import INTERNAL_ERROR, Outbox
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +79,7 @@ class RunSession:
         progress: bool = True,
         on_watch: Callable[[], None] | None = None,
         outbox: Outbox | None = None,
+        in_process: bool = False,
     ):
         self.owner = owner
         self.layer = layer
@@ -103,6 +104,10 @@ class RunSession:
         # overflow detaches this session, and a shutdown finishes it (session/shutdown.py).
         self.outbox = outbox
         self._closing: asyncio.Task | None = None
+        # `in_process`: the runs this session starts send it their frames straight from this
+        # process's host (RunHost.deliver), not through the channel layer. Those runs:
+        self.in_process = in_process and outbox is not None
+        self.local: set[str] = set()
         if outbox is not None:
             outbox.on_overflow.append(self._slow_reader)
             shutdown.register(self)
@@ -151,10 +156,14 @@ class RunSession:
         return StartPlan(run_id, spec, user_input, turn, accepted, quota)
 
     async def launch(self, plan: StartPlan, *, announce: bool = True, on_layer_failure=None) -> None:
-        """Join the run's group, announce it (run.accepted), then start it on this process's host."""
+        """Listen to the run (in-process, or its group), announce it (run.accepted), start it here."""
         run_id = plan.run_id
+        local = self.in_process and run_id not in self.watching
         try:
-            if run_id not in self.watching:
+            if local:
+                # The host hands this session every frame from the first: nothing to join.
+                self.watch(run_id, 0, local=True)
+            elif run_id not in self.watching:
                 # Join the group first: no frame of the run may be published before we listen.
                 await self.join(run_id)
                 self.watch(run_id, 0)
@@ -167,11 +176,13 @@ class RunSession:
                 plan.spec,
                 plan.user_input,
                 self.owner,
-                on_layer_failure=on_layer_failure or self.layer_failed,
+                # A local watcher gets the run's last frames from the host anyway.
+                on_layer_failure=None if local else on_layer_failure or self.layer_failed,
                 conversation=plan.turn.conversation,
                 parent=plan.turn.parent,
                 history=plan.turn.history,
                 quota=plan.quota,
+                watcher=self if local else None,
             )
             # The run belongs to the host, not to this client: its tasks start in an empty
             # context, so they never use (or revive) a request's sync thread.
@@ -210,6 +221,11 @@ class RunSession:
         """Re-send the run's frames after `after_seq`, then continue live."""
         await self.check_owner(run_id)
         self._resumes.count(run_id)
+        if self._handed_over(run_id):
+            # Already handed over in-process: again from `after_seq`, from the host's history.
+            self.watch(run_id, after_seq, local=True)
+            self.run_frames(run_id, current_host().runs[run_id].pump.history)
+            return
         if run_id not in self.watching:
             await self.attach(run_id)
         # Subscribed first, then the log: what is published meanwhile is either in the
@@ -246,10 +262,15 @@ class RunSession:
         """Listen to the run's group on the transport's channel."""
         await self.layer.group_add(run_group(run_id), self.channel)
 
-    def watch(self, run_id: str, after_seq: int) -> RunRelay:
-        """Relay the run to this client from after `after_seq` on."""
+    def watch(self, run_id: str, after_seq: int, *, local: bool = False) -> RunRelay:
+        """Relay the run to this client from after `after_seq` on (`local`: handed over in-process)."""
         stopped = (lambda: self.outbox.closed) if self.outbox is not None else None
-        relay = self.watching[run_id] = RunRelay(run_id, after_seq, self._send, stopped=stopped)
+        send_now = None
+        if local:
+            self.local.add(run_id)
+            send_now = self.outbox.send_now
+        relay = RunRelay(run_id, after_seq, self._send, stopped=stopped, send_now=send_now)
+        self.watching[run_id] = relay
         if self._on_watch is not None:
             self._on_watch()
         return relay
@@ -266,6 +287,29 @@ class RunSession:
             if frame["run_id"] in self.watching:
                 await self._send(frame)
 
+    # --- in-process delivery (RunHost's LocalWatcher): synchronous, never waits -----------------
+
+    def run_frames(self, run_id: str, frames: list[Frame]) -> None:
+        """Ordered frames of a run hosted by this process, from its host."""
+        relay = self.watching.get(run_id)
+        if relay is None:
+            return
+        try:
+            relay.push_now(frames)
+        except Exception:
+            # A bug: this connection ends (its runs detached) as if its consumer had crashed.
+            logger.exception("run %s: relaying failed; closing the connection", run_id)
+            self.outbox.finish(INTERNAL_ERROR)
+            self._closing = asyncio.ensure_future(self.close())
+            return
+        if relay.ended:
+            self._forget(run_id)
+
+    def run_progress(self, frame: Frame) -> None:
+        """Progress of a run hosted by this process, from its host."""
+        if self._progress and frame["run_id"] in self.watching:
+            self.outbox.send_now(frame)
+
     async def relay(self, run_id: str, frames: list[Frame] | None) -> None:
         """Send frames through the run's relay (None: replay the log); forget the run at its end."""
         relay = self.watching.get(run_id)
@@ -276,13 +320,18 @@ class RunSession:
             await self._finished(run_id)
 
     def quiet(self, quiet_s: float) -> bool:
-        """Whether a watched run has been quiet for `quiet_s`."""
-        return any(r.quiet_for() >= quiet_s for r in self.watching.values())
+        """Whether a watched run has been quiet for `quiet_s` (and could have lost frames)."""
+        return any(r.quiet_for() >= quiet_s and not self._handed_over(i) for i, r in self.watching.items())
+
+    def _handed_over(self, run_id: str) -> bool:
+        """Whether the run's frames come in-process from its host here: none can be lost."""
+        host = current_host()
+        return run_id in self.local and host is not None and run_id in host.runs
 
     async def check_quiet(self, quiet_s: float) -> None:
         """Send what the log holds beyond the last seq of every quiet run; end runs whose host is gone."""
         for run_id, relay in list(self.watching.items()):
-            if relay.quiet_for() < quiet_s:
+            if relay.quiet_for() < quiet_s or self._handed_over(run_id):
                 continue
             try:
                 await self.relay(run_id, None)
@@ -294,8 +343,10 @@ class RunSession:
 
     async def _finished(self, run_id: str) -> None:
         """The run's final frame was sent: stop listening to it."""
+        local = run_id in self.local
         self._forget(run_id)
-        await self.layer.group_discard(run_group(run_id), self.channel)
+        if not local:
+            await self.layer.group_discard(run_group(run_id), self.channel)
 
     def layer_failed(self, frames: list[Frame]) -> None:
         """The host's hand-over when the layer is down: the run's frames, sent without the layer."""
@@ -315,6 +366,10 @@ class RunSession:
         self.watching.pop(run_id, None)
         self.started.discard(run_id)
         self.attached.discard(run_id)
+        if run_id in self.local:
+            self.local.discard(run_id)
+            if (host := current_host()) is not None:
+                host.unwatch(run_id, self)
 
     # --- closing ------------------------------------------------------------------------------
 
@@ -336,7 +391,11 @@ class RunSession:
     async def close(self) -> None:
         """Stop watching every run: detach (the host cancels a run nobody watches), leave, settle."""
         shutdown.unregister(self)
-        watching, attached = list(self.watching), list(self.attached)
+        # Runs handed over in-process have no group to leave.
+        watching = [run_id for run_id in self.watching if run_id not in self.local]
+        attached = list(self.attached)
+        for run_id in list(self.local):
+            self._forget(run_id)
         self.watching, self.attached = {}, set()
         if not watching and not attached:
             return

@@ -26,6 +26,8 @@ T = TypeVar("T", str, bytes)
 SLOW_READER = 4408
 # Close code for a server going away (shutdown).
 GOING_AWAY = 1001
+# Close code for a connection ended by a bug on the server.
+INTERNAL_ERROR = 1011
 
 
 def size_of(data: str | bytes) -> int:
@@ -52,6 +54,10 @@ class Outbox(Generic[T]):
 
     async def send(self, frame: Frame) -> None:
         """The session's send: encode and queue; never waits."""
+        self.send_now(frame)
+
+    def send_now(self, frame: Frame) -> None:
+        """`send` for synchronous callers (a run's frames handed over in-process)."""
         self.put(self._encode(frame))
 
     def put(self, data: T) -> None:

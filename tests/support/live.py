@@ -107,15 +107,15 @@ def prepare_database(tmp_dir: Path, redis_url: str, pipelines: dict | None = Non
 
 
 class LiveServer:
-    """One server process (daphne, or "uvicorn": `python -m streams.serve`) serving the app on
-    127.0.0.1; a context manager."""
+    """One server process (the production one, "uvicorn": `python -m streams.serve`, or daphne)
+    serving the app on 127.0.0.1; a context manager."""
 
     def __init__(
         self,
         env: dict[str, str],
         port: int | None = None,
         log_path: Path | None = None,
-        server: str = "daphne",
+        server: str = "uvicorn",
     ):
         self.env = env
         self.server = server
