@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from io import StringIO
 
 import pytest
@@ -298,20 +299,27 @@ def test_grpc_without_its_exporter_is_a_clear_error_at_start_up():
 
 
 def test_a_full_queue_drops_spans_and_counts_them(monkeypatch):
-    """A slow collector: the processor's bounded queue fills and the SDK's drops are counted."""
+    """A stuck collector: the processor's bounded queue fills and the SDK's drops are counted."""
     monkeypatch.setenv("OTEL_BSP_MAX_QUEUE_SIZE", "2")
     monkeypatch.setenv("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "2")
-    with OTLPReceiver(delay_s=0.5) as rx:
+    stuck = threading.Event()
+    with OTLPReceiver(hold=stuck) as rx:
         monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", rx.endpoint)
         before = dropped("queue_full")
         provider = exporting.build_provider()
         tracer = exporting.tracer_of(provider)
         for i in range(10):
             tracer.start_span(f"s{i}").end()
+        stuck.set()
         provider.shutdown()
         lost = dropped("queue_full") - before
-        assert lost >= 6
-        assert rx.span_count + lost == 10
+    # The worker takes one batch of 2 (into the stuck export) before, during or after the 10
+    # spans; the queue keeps the last 2. So 4 or 2 arrive, and every other span was dropped.
+    assert rx.span_count in (2, 4)
+    # None is lost uncounted, but one may be counted too many: the SDK's emit counts a drop on
+    # finding the queue full before its append evicts the oldest span, and the worker can take
+    # the queue's batch in between, so that span is exported as well (docs/records.md).
+    assert rx.span_count + lost in (10, 11)
 
 
 def test_the_sampler_from_the_environment_is_honoured(monkeypatch):
