@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from io import StringIO
 
 import pytest
@@ -18,13 +19,15 @@ from django.core.management import call_command
 
 from streams import providers
 from streams.records import metrics
+from streams.records.recorder import RunRecorder
 from streams.records.writer import flush_all
-from streams.telemetry import config, exporting, live
+from streams.telemetry import config, exporting, live, replay
 from streams.telemetry.spans import RunData, TaskData, emit
 from tests.support.live import ROOT, free_port
 from tests.support.openai_server import OpenAIServer, Script
 from tests.support.otlp_receiver import OTLPReceiver
 from tests.support.providers import fast_config
+from tests.support.records import spec_of
 from tests.support.scripted import ScriptedProvider
 from tests.wsclient import connect, start, texts, until_run_end
 
@@ -296,20 +299,27 @@ def test_grpc_without_its_exporter_is_a_clear_error_at_start_up():
 
 
 def test_a_full_queue_drops_spans_and_counts_them(monkeypatch):
-    """A slow collector: the processor's bounded queue fills and the SDK's drops are counted."""
+    """A stuck collector: the processor's bounded queue fills and the SDK's drops are counted."""
     monkeypatch.setenv("OTEL_BSP_MAX_QUEUE_SIZE", "2")
     monkeypatch.setenv("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "2")
-    with OTLPReceiver(delay_s=0.5) as rx:
+    stuck = threading.Event()
+    with OTLPReceiver(hold=stuck) as rx:
         monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", rx.endpoint)
         before = dropped("queue_full")
         provider = exporting.build_provider()
         tracer = exporting.tracer_of(provider)
         for i in range(10):
             tracer.start_span(f"s{i}").end()
+        stuck.set()
         provider.shutdown()
         lost = dropped("queue_full") - before
-        assert lost >= 6
-        assert rx.span_count + lost == 10
+    # The worker takes one batch of 2 (into the stuck export) before, during or after the 10
+    # spans; the queue keeps the last 2. So 4 or 2 arrive, and every other span was dropped.
+    assert rx.span_count in (2, 4)
+    # None is lost uncounted, but one may be counted too many: the SDK's emit counts a drop on
+    # finding the queue full before its append evicts the oldest span, and the worker can take
+    # the queue's batch in between, so that span is exported as well (docs/records.md).
+    assert rx.span_count + lost in (10, 11)
 
 
 def test_the_sampler_from_the_environment_is_honoured(monkeypatch):
@@ -362,13 +372,11 @@ async def test_export_trace_otlp_sends_the_same_span_tree_from_the_records_with_
 
     assert shape(replayed) == shape(live_spans)
     assert len({s.trace_id for s in replayed}) == 1
-    # The recorded times (stored to the microsecond).
+    # The recorded times: live spans take them as the records store them, so they are equal.
     live_by = {s.name: s for s in live_spans}
     for s in replayed:
-        assert abs(s.start_ns - live_by[s.name].start_ns) <= 5_000
-        assert abs(s.end_ns - live_by[s.name].end_ns) <= 5_000
-        for e, le in zip(s.events, live_by[s.name].events, strict=True):
-            assert abs(e["time_ns"] - le["time_ns"]) <= 5_000
+        assert (s.start_ns, s.end_ns) == (live_by[s.name].start_ns, live_by[s.name].end_ns)
+        assert [e["time_ns"] for e in s.events] == [e["time_ns"] for e in live_by[s.name].events]
 
 
 async def test_export_trace_otlp_refuses_without_an_endpoint_or_an_unknown_run(tracing):
@@ -380,3 +388,35 @@ async def test_export_trace_otlp_refuses_without_an_endpoint_or_an_unknown_run(t
     await tracing("http://127.0.0.1:9")
     with pytest.raises(CommandError, match="no run with id"):
         await database_sync_to_async(call_command)("export_trace", "nope", "--otlp")
+
+
+async def test_a_live_trace_takes_its_times_as_the_records_store_them(records):
+    """Times off the microsecond grid, the run written first: the live RunData is the replayed one.
+
+    Measured exactly, b's delivery wait is 0.0199997 s (0.02 rounded); stored, its first piece and
+    the send each round down to their microsecond, 0.019999 s apart. The live trace must say so too.
+    """
+    t0 = 1_700_000_000.0000004
+    spec = spec_of({"key": "a"}, {"key": "b"})
+    rec = RunRecorder("grid", owner="user:1", spec=spec, user_input="x", started_at=t0)
+    rec.task_started("a", at=t0 + 0.001)
+    rec.task_started("b", at=t0 + 0.001)
+    rec.piece("a", "live", at=t0 + 0.0050003)
+    rec.piece("b", "held", at=t0 + 0.0100007)
+    rec.task_ended("b", stats={"tokens": 1}, at=t0 + 0.0150002)
+    rec.task_ended("a", stats={"tokens": 1}, at=t0 + 0.0200001)
+    frames = [("task.delta", "a", 0.0060009), ("task.completed", "a", 0.0250006)]
+    frames += [("task.delta", "b", 0.0300004), ("task.completed", "b", 0.0300004)]
+    frames += [("run.completed", None, 0.0310008)]
+    for seq, (kind, task, dt) in enumerate(frames, 1):
+        text = {"text": "live" if task == "a" else "held"} if kind == "task.delta" else {}
+        frame = {"type": kind, "run_id": "grid", "seq": seq, **({"task": task} if task else {}), **text}
+        rec.frames([frame], at=t0 + dt)
+    # The writer may write the ended run before the host hands the recorder to the live hook.
+    assert await flush_all()
+
+    now = live.run_data(rec)
+    assert now == await database_sync_to_async(replay.run_data)("grid")
+    assert now.started_at < t0 and now.ended_at > t0 + 0.0310008
+    b_first, b_sent = now.tasks[1].first_at, now.frames[2][2]
+    assert round(b_sent - b_first, 6) == 0.019999

@@ -13,12 +13,17 @@ Decoded: pieces [[received_at, text], ...] and frames [{seq, type, task, sent_at
 seconds. A time is rounded down to its microsecond, so the order of times is kept.
 """
 
-__all__ = ["decode_frames", "decode_pieces", "encode_frames", "encode_pieces"]
+__all__ = ["as_stored", "decode_frames", "decode_pieces", "encode_frames", "encode_pieces"]
 
 
 def _us(times, t0: float) -> list[int]:
     """Microseconds after t0, rounded down."""
     return [int((t - t0) * 1e6) for t in times]
+
+
+def as_stored(t: float, t0: float) -> float:
+    """The time `t` as it decodes from the stored form (the same float, to the bit)."""
+    return t0 + int((t - t0) * 1e6) / 1e6
 
 
 def encode_pieces(times: list[float], texts: list[str], text: str, t0: float) -> dict | list:

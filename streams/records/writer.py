@@ -144,8 +144,8 @@ class RecordWriter:
                 rec.run_written = True
             for row in payload["tasks"]:
                 rec.tasks[row["key"]].pieces = ([], [])  # written: the memory goes back
-            if payload["trace"] is not None:
-                rec.trace = []
+            # rec.trace stays: it is written only once the run has ended, when the host still has to
+            # build the run's OTLP trace from it (streams.telemetry.live) and then lets the recorder go.
             if rec.done:
                 self.pending.pop(rec.run_id, None)
         return True

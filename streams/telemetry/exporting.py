@@ -6,7 +6,9 @@ event loop. What is lost on the way is counted in `streams_trace_spans_dropped_t
 `queue_full` and `already_shutdown` as the SDK's processor reports them (its internal
 `otel.sdk.processor.span.processed` metric, read here through a small MeterProvider), and
 `export_failed` for batches the exporter gave up on (after its own retries, within its timeout).
-That the SDK reports queue drops this way is pinned by tests/test_telemetry.py.
+That the SDK reports queue drops this way is pinned by tests/test_telemetry.py. Its `queue_full`
+count is an upper bound: it counts a drop on finding the queue full before appending, and its
+worker may empty the queue in between, so that span is exported as well (docs/records.md).
 """
 
 import logging

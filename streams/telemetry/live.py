@@ -1,11 +1,17 @@
 """The live hook: when a run has ended in this process, its trace is built from its RunRecorder.
 
 The host calls `run_ended(recorder)` once the recorder has the run's end (the same data the
-records get: task stats, pieces' times, frames as sent). With tracing off it returns at once.
+records get: task stats, pieces' times, frames as sent). Its times are taken as the records
+store them (whole microseconds: streams.records.clock and codec), so a live trace and its replay
+(streams.telemetry.replay) are the same to the bit: computed from the exact times, a delivery's
+`wait_s` could round to a microsecond more or less than the replay's. With tracing off it
+returns at once.
 """
 
 import logging
 
+from ..records.clock import to_datetime
+from ..records.codec import as_stored
 from ..records.recorder import RunRecorder
 from . import config
 from .spans import RunData, TaskData, emit
@@ -33,8 +39,14 @@ def _enabled() -> bool:
     return _on
 
 
+def _stored(ts: float | None, *, up: bool = False) -> float | None:
+    """A start (an end: `up`) as the records store it, in epoch seconds."""
+    return to_datetime(ts, up=up).timestamp() if ts is not None else None
+
+
 def run_data(rec: RunRecorder) -> RunData:
-    """What the recorder holds of an ended run, for the span builder."""
+    """What the recorder holds of an ended run, for the span builder, with the records' times."""
+    t0 = _stored(rec.started_at)
     specs = {t["key"]: t for t in rec.snapshot["tasks"]}
     tasks = []
     for key, t in rec.tasks.items():
@@ -51,9 +63,9 @@ def run_data(rec: RunRecorder) -> RunData:
                 provider=t.provider,
                 model=t.model,
                 status=t.status,
-                started_at=t.started_at,
-                ended_at=t.ended_at,
-                first_at=t.first_at,
+                started_at=_stored(t.started_at),
+                ended_at=_stored(t.ended_at, up=True),
+                first_at=as_stored(t.first_at, t0) if t.first_at is not None else None,
                 depends_on=tuple(spec.get("depends_on") or ()),
                 max_tokens=spec.get("max_tokens"),
                 temperature=spec.get("temperature"),
@@ -70,13 +82,13 @@ def run_data(rec: RunRecorder) -> RunData:
         run_id=rec.run_id,
         pipeline=rec.pipeline,
         status=rec.status,
-        started_at=rec.started_at,
-        ended_at=rec.ended_at if rec.ended_at is not None else rec.started_at,
+        started_at=t0,
+        ended_at=_stored(rec.ended_at, up=True) or t0,
         conversation=rec.conversation,
         input=rec.input,
         error=rec.error,
         tasks=tasks,
-        frames=[(kind, task, at) for _, kind, task, at in rec.trace],
+        frames=[(kind, task, as_stored(at, t0)) for _, kind, task, at in rec.trace],
     )
 
 

@@ -6,8 +6,8 @@
         spans = rx.wait_for_spans(4)
 
 Each received span becomes a `ReceivedSpan` (ids as hex, attributes as Python values).
-`keep=False` only counts spans and bytes (the benchmark's sink); `delay_s` answers each request
-that much later (a slow collector).
+`keep=False` only counts spans and bytes (the benchmark's sink); `hold` (a threading.Event)
+answers each request only once it is set (a collector that is stuck until the test says).
 """
 
 from __future__ import annotations
@@ -63,9 +63,9 @@ class ReceivedSpan:
 class OTLPReceiver:
     """POST /v1/traces on 127.0.0.1 (http.server in a thread)."""
 
-    def __init__(self, *, keep: bool = True, port: int = 0, delay_s: float = 0.0):
+    def __init__(self, *, keep: bool = True, port: int = 0, hold: threading.Event | None = None):
         self.keep = keep
-        self.delay_s = delay_s
+        self.hold = hold
         self.spans: list[ReceivedSpan] = []
         self.requests = 0
         self.span_count = 0
@@ -86,8 +86,8 @@ class OTLPReceiver:
                     self.send_response(404)
                     self.end_headers()
                     return
-                if receiver.delay_s:
-                    time.sleep(receiver.delay_s)
+                if receiver.hold is not None:
+                    receiver.hold.wait()
                 receiver._receive(body, dict(self.headers))
                 answer = ExportTraceServiceResponse().SerializeToString()
                 self.send_response(200)
