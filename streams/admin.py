@@ -4,10 +4,13 @@ import json
 import re
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin
+from django.contrib.admin.utils import unquote
 from django.core.exceptions import ValidationError
 from django.db.models import Count
 from django.forms.models import BaseInlineFormSet
+from django.urls import reverse
 
 from .models import Pipeline, PipelineTask
 from .pipelines.dag import TASK_FIELDS, task_from_fields
@@ -16,40 +19,119 @@ from .pipelines.validation import validate_spec
 from .providers import provider_names
 
 
-class DependsOnField(forms.Field):
-    """Task keys typed as `task_a, task_b` (a JSON list is accepted too), stored as a list."""
+class ListTextField(forms.Field):
+    """A list edited as text (a JSON list is accepted too), stored as a list."""
 
     widget = forms.TextInput
 
-    def prepare_value(self, value):
-        """Show a stored list as comma-separated keys; leave submitted text as typed."""
-        if isinstance(value, list | tuple):
-            return ", ".join(value)
-        return value
+    def normalize(self, value) -> list:
+        """A stored (or already parsed) value as the list it is."""
+        return list(value)
+
+    def from_json(self, parsed) -> list:
+        """The list a JSON value stands for; ValidationError when it is not one."""
+        raise NotImplementedError
+
+    def from_text(self, text: str) -> list:
+        """The list typed as text."""
+        raise NotImplementedError
 
     def to_python(self, value):
-        """Parse the text into a list of keys."""
+        """Parse the submitted text (or JSON) into the list."""
         if value in (None, ""):
             return []
         if isinstance(value, list | tuple):
-            return [str(v) for v in value]
+            return self.normalize(value)
         text = str(value).strip()
-        if text.startswith("["):
-            try:
-                parsed = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise ValidationError(f"Not a valid JSON list: {exc}") from exc
-            if not isinstance(parsed, list) or not all(isinstance(v, str) for v in parsed):
-                raise ValidationError("Expected a list of task keys.")
-            return parsed
-        return [part for part in re.split(r"[\s,]+", text) if part]
+        if not text.startswith("["):
+            return self.from_text(text)
+        try:
+            parsed = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValidationError(f"Not a valid JSON list: {exc}") from exc
+        return self.from_json(parsed)
 
     def has_changed(self, initial, data):
         """Compare parsed lists, so re-saving unchanged text is not a change."""
         try:
-            return self.to_python(data) != list(initial or [])
+            return self.to_python(data) != self.normalize(initial or [])
         except ValidationError:
             return True
+
+
+class DependsOnField(ListTextField):
+    """Task keys typed as `task_a, task_b`."""
+
+    def prepare_value(self, value):
+        """Show a stored list as comma-separated keys; leave submitted text as typed."""
+        return ", ".join(value) if isinstance(value, list | tuple) else value
+
+    def normalize(self, value) -> list:
+        """Keys as strings."""
+        return [str(v) for v in value]
+
+    def from_json(self, parsed) -> list:
+        """A JSON list of keys."""
+        if not isinstance(parsed, list) or not all(isinstance(v, str) for v in parsed):
+            raise ValidationError("Expected a list of task keys.")
+        return parsed
+
+    def from_text(self, text: str) -> list:
+        """Keys separated by commas or spaces."""
+        return [part for part in re.split(r"[\s,]+", text) if part]
+
+
+class FallbacksField(ListTextField):
+    """[provider, model] routes typed one a line as `provider model`."""
+
+    widget = forms.Textarea(attrs={"rows": 2, "cols": 60, "placeholder": "openai gpt-4o-mini"})
+
+    def prepare_value(self, value):
+        """Show stored routes one a line; leave submitted text as typed."""
+        return "\n".join(" ".join(r) for r in value) if isinstance(value, list | tuple) else value
+
+    def normalize(self, value) -> list:
+        """Routes as lists."""
+        return [list(route) for route in value]
+
+    def from_json(self, parsed) -> list:
+        """A JSON list of [provider, model] pairs."""
+        if not isinstance(parsed, list) or not all(
+            isinstance(r, list) and len(r) == 2 and all(isinstance(v, str) and v for v in r) for r in parsed
+        ):
+            raise ValidationError('Expected a list of [provider, model] pairs, e.g. [["openai", "gpt-4o"]].')
+        return parsed
+
+    def from_text(self, text: str) -> list:
+        """One `provider model` a line; blank lines are skipped."""
+        routes = []
+        for number, line in enumerate(text.splitlines(), 1):
+            parts = line.split()
+            if parts and len(parts) != 2:
+                raise ValidationError(
+                    f"Line {number}: expected a provider and a model separated by a space, "
+                    f"got {line.strip()!r}."
+                )
+            if parts:
+                routes.append(parts)
+        return routes
+
+
+# Task fields shown side by side in the admin; every other field of TASK_FIELDS gets a line.
+ROWS = (("position", "key", "title"), ("provider", "model"), ("timeout_s", "max_tokens", "temperature"))
+
+
+def task_layout(names: tuple[str, ...]) -> tuple:
+    """`names` in order as the inline's rows: a row of ROWS at the place of its first field."""
+    rows: list = []
+    placed: set[str] = set()
+    for name in names:
+        if name in placed:
+            continue
+        row = next((tuple(n for n in r if n in names) for r in ROWS if name in r), (name,))
+        placed.update(row)
+        rows.append(row if len(row) > 1 else name)
+    return tuple(rows)
 
 
 class PipelineTaskForm(forms.ModelForm):
@@ -57,6 +139,11 @@ class PipelineTaskForm(forms.ModelForm):
 
     depends_on = DependsOnField(
         required=False, help_text="Keys of tasks of this pipeline that this one needs, comma-separated."
+    )
+    fallbacks = FallbacksField(
+        required=False,
+        label="Fallbacks",
+        help_text="Tried in turn if the task fails before its first token: one `provider model` a line.",
     )
 
     class Meta:
@@ -130,14 +217,7 @@ class PipelineTaskInline(admin.StackedInline):
     form = PipelineTaskForm
     formset = PipelineTaskFormSet
     extra = 0
-    fields = (
-        ("position", "key", "title"),
-        ("provider", "model"),
-        "system",
-        "prompt",
-        "depends_on",
-        ("timeout_s", "max_tokens", "temperature"),
-    )
+    fields = task_layout(("position", *TASK_FIELDS))  # every field the pipeline files have
 
 
 @admin.register(Pipeline)
@@ -150,6 +230,25 @@ class PipelineAdmin(admin.ModelAdmin):
     readonly_fields = ("created", "updated")
     fields = ("name", "slug", "description", "created", "updated")
     inlines = [PipelineTaskInline]
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        """The change page, with `try_it`: what its "Try it" panel needs to run the saved pipeline.
+
+        The panel runs it as the chat page does (the WebSocket, the staff user's session), so
+        its config has the chat page's names. The slug is read from the database: after a
+        refused save the form shows the typed one, which is not what would run.
+        """
+        saved = self.get_object(request, unquote(object_id))
+        if saved is not None:
+            extra_context = {
+                **(extra_context or {}),
+                "try_it": {
+                    "pipeline": saved.slug,
+                    "maxInputChars": settings.STREAMS["MAX_INPUT_CHARS"],
+                    "conversationsUrl": reverse("conversations"),
+                },
+            }
+        return super().change_view(request, object_id, form_url, extra_context)
 
     def get_queryset(self, request):
         """Count tasks in the list query rather than once per row."""

@@ -13,7 +13,8 @@ from django.views.decorators.http import require_GET
 from .access.http import admit, error_response
 from .protocol import ClientError
 from .records import metrics
-from .records.conversations import conversation_detail, owner_conversations
+from .records.conversations import UnknownRun, conversation_detail, owner_conversations
+from .session.inputs import valid_run_id
 
 # Headers a reverse proxy adds: a request that carries one came from elsewhere through it,
 # however loopback its socket address looks.
@@ -29,13 +30,17 @@ async def _owner(request) -> str:
 @never_cache
 @require_GET
 async def conversation_view(request, conversation_id: str):
-    """GET /api/conversations/<id>: the owner's conversation; 404 for anyone else."""
+    """GET /api/conversations/<id>[?branch=<run_id>]: the owner's conversation, its current
+    branch or the one through that run; 404 for anyone else (unknown_run for a foreign run)."""
     try:
         owner = await _owner(request)
+        branch = request.GET.get("branch")
+        if branch is not None and not valid_run_id(branch):
+            raise UnknownRun(branch)
+        detail = await database_sync_to_async(conversation_detail)(owner, conversation_id, branch)
     except ClientError as exc:
         metrics.error(exc.code)
         return error_response(exc)
-    detail = await database_sync_to_async(conversation_detail)(owner, conversation_id)
     if detail is None:
         raise Http404("no such conversation")
     return JsonResponse(detail)

@@ -155,7 +155,12 @@ class StreamConsumer(AsyncWebsocketConsumer):
         kind = frame["type"]
         if kind == RUN_START:
             await self.session.start(
-                frame["pipeline"], frame["input"], frame.get("ref"), frame.get("conversation")
+                frame["pipeline"],
+                frame["input"],
+                frame.get("ref"),
+                frame.get("conversation"),
+                replaces=frame.get("replaces"),
+                after=frame.get("after"),
             )
         elif kind == RUN_CANCEL:
             await self.session.cancel(frame["run_id"])

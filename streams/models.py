@@ -178,6 +178,10 @@ class Run(models.Model):
     pipeline = models.CharField(max_length=64)
     pipeline_snapshot = models.JSONField(default=dict, help_text="The pipeline spec as it ran.")
     input = models.TextField(blank=True)
+    # The run_id of the turn this run follows in its conversation's tree of versions ("": the
+    # first turn). An id, not a foreign key: a parent removed by retention (or never written)
+    # must not block or take its followers; a branch simply starts at a missing parent.
+    parent = models.CharField(max_length=64, blank=True, help_text="The run this one follows (its branch).")
     status = models.CharField(max_length=16, choices=RUN_STATUSES, default="running")
     error_code = models.CharField(max_length=64, blank=True)
     error_message = models.TextField(blank=True)

@@ -34,7 +34,7 @@ from .protocol import INTERNAL, LAYER_UNAVAILABLE, ClientError, Frame
 from .records import metrics
 from .runs.host import get_host
 from .session.core import QUIET_CHECK_S, RunSession
-from .session.inputs import check_pipeline, loads_checked, valid_run_id
+from .session.inputs import check_pipeline, check_versions, loads_checked, valid_run_id
 from .session.outbox import Outbox
 from .store import LAYER_ERRORS
 
@@ -102,7 +102,8 @@ def _not_allowed(allowed: str) -> JsonResponse:
 
 
 def parse_start(request) -> dict:
-    """The checked body of POST /stream: {"pipeline": str, "input": str} (the input is checked later)."""
+    """The checked body of POST /stream: {"pipeline": str, "input": str, optional "conversation",
+    "replaces", "after": str} (the input is checked later)."""
     limit = settings.STREAMS["MAX_FRAME_BYTES"]
     try:
         declared = int(request.META.get("CONTENT_LENGTH") or 0)
@@ -125,10 +126,11 @@ def parse_start(request) -> dict:
     for name in ("pipeline", "input"):
         if name not in data:
             raise ClientError("bad_request", f"missing field {name!r}")
-    for name in ("pipeline", "input", "conversation"):
+    for name in ("pipeline", "input", "conversation", "replaces", "after"):
         if name in data and not isinstance(data[name], str):
             raise ClientError("bad_request", f"field {name!r} must be str")
     check_pipeline(data["pipeline"])
+    check_versions(data)
     return data
 
 
@@ -184,7 +186,11 @@ async def stream_view(request):
         stream.session.owner = client.owner_for(uuid.uuid4().hex)
         stream.session.quota_owner = client.quota_owner
         plan = await stream.session.prepare(
-            data["pipeline"], data["input"], conversation=data.get("conversation")
+            data["pipeline"],
+            data["input"],
+            conversation=data.get("conversation"),
+            replaces=data.get("replaces"),
+            after=data.get("after"),
         )
         held = await hold(client)
     except ClientError as exc:

@@ -1,11 +1,13 @@
 """The pipeline admin: pages load, bad pipelines are refused naming the task, good ones are saved in order."""
 
 import html
+import re
 
 import pytest
 from django.urls import reverse
 
 from streams.models import Pipeline, PipelineTask
+from streams.pipelines.dag import TASK_FIELDS
 
 pytestmark = pytest.mark.django_db
 
@@ -19,6 +21,7 @@ TASK_DEFAULTS = {
     "timeout_s": "",
     "max_tokens": "",
     "temperature": "",
+    "fallbacks": "",
 }
 
 
@@ -178,6 +181,8 @@ def existing_rows(pipeline: Pipeline) -> list[dict]:
                 "prompt": t.prompt,
                 "depends_on": ", ".join(t.depends_on),
                 "timeout_s": "" if t.timeout_s is None else t.timeout_s,
+                "fallbacks": "\n".join(" ".join(route) for route in t.fallbacks),
+                **({"history_messages": "on"} if t.history_messages else {}),
             }
         )
     return rows
@@ -219,3 +224,84 @@ def test_duplicate_keys_are_refused(admin_client):
     assert response.status_code == 200
     assert "task 'a': duplicate key (positions 1 and 2)" in page_text(response)
     assert not Pipeline.objects.filter(slug="dup").exists()
+
+
+def test_the_task_inline_shows_every_field_of_the_pipeline_files(admin_client):
+    """TASK_FIELDS is the one list: each is an input of every task row, fallbacks and history too."""
+    demo = Pipeline.objects.get(slug="demo")
+    text = page_text(admin_client.get(reverse("admin:streams_pipeline_change", args=[demo.pk])))
+    missing = [name for name in ("position", *TASK_FIELDS) if f'name="tasks-0-{name}"' not in text]
+    assert missing == []
+    assert 'type="checkbox" name="tasks-0-history_messages"' in text
+
+
+def test_fallbacks_and_the_history_setting_are_edited_and_saved(admin_client):
+    """Fallbacks typed one `provider model` a line and history_messages are saved and shown again."""
+    demo = Pipeline.objects.get(slug="demo")
+    rows = existing_rows(demo)
+    rows[0]["fallbacks"] = "openai gpt-4o-mini\n\n  simulated  backup-model  "
+    rows[0]["history_messages"] = "on"
+    data = form_data("demo", rows, name=demo.name, initial=len(rows))
+    response = admin_client.post(reverse("admin:streams_pipeline_change", args=[demo.pk]), data)
+    assert response.status_code == 302, page_text(response)
+    first = demo.tasks.get(key="task_a")
+    assert first.fallbacks == [["openai", "gpt-4o-mini"], ["simulated", "backup-model"]]
+    assert first.history_messages is True
+    spec = demo.to_spec().tasks[0]
+    assert spec.fallbacks == (("openai", "gpt-4o-mini"), ("simulated", "backup-model"))
+    assert spec.history_messages is True
+    assert [t.history_messages for t in demo.tasks.all()] == [True, False, False, False]
+
+    text = page_text(admin_client.get(reverse("admin:streams_pipeline_change", args=[demo.pk])))
+    assert "openai gpt-4o-mini\nsimulated backup-model</textarea>" in text
+    assert re.search(r'<input type="checkbox" name="tasks-0-history_messages"[^>]* checked>', text)
+    assert not re.search(r'<input type="checkbox" name="tasks-1-history_messages"[^>]* checked>', text)
+
+    # And back: no fallbacks, history as text only.
+    rows = existing_rows(demo)
+    rows[0]["fallbacks"] = ""
+    del rows[0]["history_messages"]
+    data = form_data("demo", rows, name=demo.name, initial=len(rows))
+    response = admin_client.post(reverse("admin:streams_pipeline_change", args=[demo.pk]), data)
+    assert response.status_code == 302, page_text(response)
+    first.refresh_from_db()
+    assert (first.fallbacks, first.history_messages) == ([], False)
+
+
+@pytest.mark.parametrize(
+    ("fallbacks", "message"),
+    [
+        ("openai", "Line 1: expected a provider and a model separated by a space, got 'openai'."),
+        ("simulated m\nopenai gpt 4o", "Line 2: expected a provider and a model separated by a space"),
+        ("nope some-model", "task 'a': fallbacks[0]: unknown provider 'nope' (configured: "),
+        ('[["openai"]]', "Expected a list of [provider, model] pairs"),
+        ("[oops", "Not a valid JSON list"),
+    ],
+)
+def test_bad_fallbacks_are_refused_with_a_clear_message(admin_client, fallbacks, message):
+    response = admin_client.post(
+        reverse("admin:streams_pipeline_add"), form_data("fb", [{"key": "a", "fallbacks": fallbacks}])
+    )
+    assert response.status_code == 200
+    assert message in page_text(response)
+    assert not Pipeline.objects.filter(slug="fb").exists()
+
+
+def test_fallbacks_given_as_json_are_saved(admin_client):
+    data = form_data("fbjson", [{"key": "a", "fallbacks": '[["simulated", "m2"]]'}])
+    response = admin_client.post(reverse("admin:streams_pipeline_add"), data)
+    assert response.status_code == 302, page_text(response)
+    assert Pipeline.objects.get(slug="fbjson").tasks.get().fallbacks == [["simulated", "m2"]]
+
+
+def test_the_change_page_gives_its_try_it_panel_the_saved_pipeline(admin_client):
+    """The panel runs what is saved: after a refused save the typed slug is not what it gets."""
+    demo = Pipeline.objects.get(slug="demo")
+    url = reverse("admin:streams_pipeline_change", args=[demo.pk])
+    try_it = admin_client.get(url).context["try_it"]
+    assert try_it == {"pipeline": "demo", "maxInputChars": 32_000, "conversationsUrl": "/api/conversations"}
+    data = form_data("renamed", [{"key": "a", "provider": "nope"}], initial=0)
+    refused = admin_client.post(url, data)
+    assert refused.status_code == 200 and "unknown provider 'nope'" in page_text(refused)
+    assert refused.context["try_it"]["pipeline"] == "demo"
+    assert admin_client.get(reverse("admin:streams_pipeline_add")).context.get("try_it") is None

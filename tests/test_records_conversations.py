@@ -109,7 +109,8 @@ async def test_the_owner_reads_the_conversation_and_a_stranger_gets_404(async_cl
     assert set(body) == {"id", "turns"} and body["id"] == cid
     assert [t["input"] for t in body["turns"]] == ["one", "two"]
     for turn in body["turns"]:
-        assert set(turn) == {"run_id", "pipeline", "input", "status", "tasks"}
+        assert set(turn) == {"run_id", "pipeline", "input", "status", "tasks", "versions"}
+        assert turn["versions"] == [turn["run_id"]]  # never replaced: one version
         assert turn["status"] == "completed" and turn["pipeline"] == "rec"
         assert turn["tasks"] == [
             {

@@ -169,6 +169,7 @@ class RunRecorder:
         spec: PipelineSpec,
         user_input: str,
         conversation: str | None = None,
+        parent: str = "",
         started_at: float | None = None,
         writer=None,
     ):
@@ -176,6 +177,7 @@ class RunRecorder:
         self.run_id = run_id
         self.owner = owner
         self.conversation = conversation
+        self.parent = parent  # the run it follows in its conversation ("": the first turn)
         self.pipeline = spec.slug
         self.snapshot = spec_snapshot(spec)
         self.input = user_input

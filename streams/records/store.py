@@ -21,6 +21,7 @@ RUN_UPDATE_FIELDS = ["status", "error_code", "error_message", "ended_at", "incom
 RUN_INSERT_FIELDS = [
     "run_id",
     "conversation",
+    "parent",
     "owner",
     "pipeline",
     "pipeline_snapshot",

@@ -251,6 +251,7 @@ def run_row(rec: RunRecorder, *, full: bool) -> dict:
     if full:
         row.update(
             conversation=rec.conversation,
+            parent=rec.parent,
             owner=rec.owner,
             pipeline=rec.pipeline,
             pipeline_snapshot=rec.snapshot,

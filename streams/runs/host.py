@@ -66,6 +66,7 @@ class RunHost:
         on_layer_failure: Callable[[list[Frame]], None] | None = None,
         *,
         conversation: str | None = None,
+        parent: str = "",
         history: History | None = None,
         quota: Slot | None = None,
     ) -> None:
@@ -80,7 +81,7 @@ class RunHost:
         publisher = RunPublisher(run_id, self.layer)
         # The run's record and trace (written off the hot path by streams/records/writer.py).
         recorder = RunRecorder(
-            run_id, owner=owner, spec=spec, user_input=user_input, conversation=conversation
+            run_id, owner=owner, spec=spec, user_input=user_input, conversation=conversation, parent=parent
         )
 
         async def publish(frames: list[Frame]) -> None:

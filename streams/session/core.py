@@ -111,9 +111,17 @@ class RunSession:
     # --- starting, resuming, cancelling -------------------------------------------------------
 
     async def prepare(
-        self, pipeline: str, user_input: str, ref: str | None = None, conversation: str | None = None
+        self,
+        pipeline: str,
+        user_input: str,
+        ref: str | None = None,
+        conversation: str | None = None,
+        *,
+        replaces: str | None = None,
+        after: str | None = None,
     ) -> StartPlan:
-        """Check a run.start (limits, input, pipeline, conversation) without starting anything."""
+        """Check a run.start (limits, input, pipeline, conversation, the run it replaces or
+        follows) without starting anything."""
         if shutdown.draining():
             raise ClientError(SHUTTING_DOWN, "the server is shutting down; start the run elsewhere", ref)
         if self._max_runs is not None and len(self.started) >= self._max_runs:
@@ -122,13 +130,17 @@ class RunSession:
         spec = await aload_spec(pipeline)
         if spec is None or not spec.tasks:
             raise ClientError(UNKNOWN_PIPELINE, f"no runnable pipeline {pipeline!r}", ref)
-        turn = await start_turn(self.owner, conversation, ref)
+        turn = await start_turn(self.owner, conversation, ref, replaces=replaces, after=after)
         run_id = uuid.uuid4().hex
         accepted: Frame = {
             "type": RUN_ACCEPTED,
             "run_id": run_id,
             "pipeline": spec.slug,
             "conversation": turn.conversation,
+            # v3: the run this one is a new version of (or None), and the run it follows in
+            # its conversation (None for a first turn): its place among the versions.
+            "replaces": turn.replaces,
+            "after": turn.parent or None,
             "tasks": [{"key": t.key, "title": t.title} for t in spec.tasks],
         }
         if self._echo_ref:
@@ -158,6 +170,7 @@ class RunSession:
                 self.owner,
                 on_layer_failure=on_layer_failure or self.layer_failed,
                 conversation=plan.turn.conversation,
+                parent=plan.turn.parent,
                 history=plan.turn.history,
                 quota=plan.quota,
             )
@@ -173,10 +186,15 @@ class RunSession:
             raise
 
     async def start(
-        self, pipeline: str, user_input: str, ref: str | None = None, conversation: str | None = None
+        self,
+        pipeline: str,
+        user_input: str,
+        ref: str | None = None,
+        conversation: str | None = None,
+        **place: str | None,
     ) -> str:
-        """Check and start a run; return its id."""
-        plan = await self.prepare(pipeline, user_input, ref, conversation)
+        """Check and start a run (`place`: prepare's replaces / after); return its id."""
+        plan = await self.prepare(pipeline, user_input, ref, conversation, **place)
         await self.launch(plan)
         return plan.run_id
 

@@ -10,6 +10,7 @@ __all__ = [
     "ClientError",
     "check_input",
     "check_pipeline",
+    "check_versions",
     "loads_checked",
     "parse_client_frame",
     "valid_run_id",
@@ -23,6 +24,8 @@ SCHEMAS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
         "input": ((str,), True),
         "ref": ((str,), False),
         "conversation": ((str,), False),
+        "replaces": ((str,), False),
+        "after": ((str,), False),
     },
     RUN_CANCEL: {"run_id": ((str,), True)},
     RUN_RESUME: {"run_id": ((str,), True), "after_seq": ((int,), True)},
@@ -126,6 +129,7 @@ def parse_client_frame(
     if kind == RUN_START:
         check_pipeline(data["pipeline"], ref)
         check_input(data["input"], max_input_chars, ref)
+        check_versions(data, ref)
     if kind == RUN_RESUME and not 0 <= data["after_seq"] <= MAX_SEQ:
         raise ClientError("bad_request", f"run.resume: after_seq must be between 0 and {MAX_SEQ}", ref)
     if "run_id" in schema and not valid_run_id(data["run_id"]):
@@ -139,6 +143,24 @@ def check_pipeline(slug: str, ref: str | None = None) -> None:
     """Refuse a pipeline name that no pipeline can have, with the answer a missing one gets."""
     if SLUG_RE.fullmatch(slug) is None:
         raise ClientError("unknown_pipeline", f"no runnable pipeline {slug[:64]!r}", ref)
+
+
+def check_versions(start: dict[str, Any], ref: str | None = None) -> None:
+    """Refuse `replaces`/`after` (v3) that cannot name a run of the start's conversation.
+
+    Both name a run of the conversation, so either needs `conversation`; they say the same
+    thing two ways (where the new turn goes), so at most one is given.
+    """
+    given = [name for name in ("replaces", "after") if start.get(name) is not None]
+    if len(given) > 1:
+        raise ClientError("bad_request", "run.start: give replaces or after, not both", ref)
+    if not given:
+        return
+    name = given[0]
+    if start.get("conversation") is None:
+        raise ClientError("bad_request", f"run.start: {name} needs conversation", ref)
+    if not valid_run_id(start[name]):
+        raise ClientError("unknown_run", f"no run {start[name][:128]!r} in this conversation", ref)
 
 
 def check_input(text: str, max_input_chars: int, ref: str | None = None) -> None:

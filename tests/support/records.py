@@ -8,6 +8,7 @@ from channels.db import database_sync_to_async
 from django.db import connections
 
 from streams.pipelines.specs import PipelineSpec, TaskSpec
+from streams.records.conversations import load_tree
 from streams.records.recorder import RecordingSink, RunRecorder
 from streams.records.trace import export_trace
 from streams.records.writer import close_writer
@@ -27,12 +28,25 @@ async def recorded_run(
     *,
     owner: str = "user:1",
     conversation: str | None = None,
+    parent: str | None = None,
     cancel_after_deltas: int | None = None,
     on_send=None,
 ) -> tuple[RunRecorder, list[dict]]:
-    """Run `spec` as RunHost._main does, recording it; return the recorder and every frame sent."""
+    """Run `spec` as RunHost._main does, recording it; return the recorder and every frame sent.
+
+    In a conversation the run follows `parent`, by default its newest run (as a start would).
+    """
     run_id = uuid.uuid4().hex
-    rec = RunRecorder(run_id, owner=owner, spec=spec, user_input=user_input, conversation=conversation)
+    if conversation is not None and parent is None:
+        parent = (await load_tree(conversation))[0].newest() or ""
+    rec = RunRecorder(
+        run_id,
+        owner=owner,
+        spec=spec,
+        user_input=user_input,
+        conversation=conversation,
+        parent=parent or "",
+    )
     sent: list[dict] = []
     deltas = asyncio.Event()
 
