@@ -44,13 +44,31 @@ def open_pipeline(page: Page, name: str = "Demo") -> None:
     expect(page.get_by_role("heading", name=re.compile("Change pipeline"))).to_be_visible()
 
 
-def test_try_it_streams_the_saved_pipeline_on_its_change_page(page, serve):
-    """Try it: the input takes the focus, Enter runs it, sections stream in order with progress."""
-    server = serve(SIMULATED_TOKENS_PER_S="40", SIMULATED_TOKENS="40", SIMULATED_TTFT_S="0.1")
+def test_edit_fallbacks_and_history_then_try_the_pipeline_from_its_change_page(page, serve):
+    """A task gets a fallback and the history setting in the admin; Try it runs the saved pipeline:
+    the input takes the focus, Enter runs it, the first task's provider is down, so its fallback
+    answers, and the other sections stream in order with background progress."""
+    server = serve(
+        SIMULATED_TOKENS_PER_S="40",
+        SIMULATED_TOKENS="40",
+        SIMULATED_TTFT_S="0.1",
+        OPENAI_BASE_URL="http://127.0.0.1:9/v1",  # nothing listens: the provider fails at once
+        OPENAI_API_KEY="test",
+        LLM_MAX_RETRIES="0",
+    )
     violations = sign_in(page, server)
     open_pipeline(page)
-    # The admin's own scripts work under the policy: inlines.js drew "Add another Task".
+    # The admin's own scripts work under the policy: inlines.js drew "Add another".
     expect(page.get_by_role("button", name=re.compile("Add another"))).to_be_visible()
+
+    page.locator("#id_tasks-0-provider").select_option("openai")
+    page.locator("#id_tasks-0-model").fill("gpt-unreachable")
+    page.locator("#id_tasks-0-fallbacks").fill("simulated backup-model")
+    page.locator("#id_tasks-0-history_messages").check()
+    page.get_by_role("button", name="Save and continue editing").click()
+    expect(page.locator(".messagelist")).to_contain_text("was changed successfully")
+    expect(page.locator("#id_tasks-0-fallbacks")).to_have_value("simulated backup-model")
+    expect(page.locator("#id_tasks-0-history_messages")).to_be_checked()
 
     page.get_by_text("Try it", exact=True).click()
     prompt = page.get_by_label("Input for Demo")
@@ -65,7 +83,8 @@ def test_try_it_streams_the_saved_pipeline_on_its_change_page(page, serve):
         re.compile(r"Waiting|tokens? so far|Finished with"), timeout=WAIT_MS
     )
     expect(output.locator(".turn-status")).to_have_text(re.compile(r"^Finished in"), timeout=WAIT_MS)
-    answer = output.locator(".task").first.locator(".md")
-    assert len(answer.inner_text().split()) >= 10
-    expect(output.locator(".task").first.get_by_role("button", name="Copy", exact=True)).to_be_visible()
+    first = output.locator(".task").first
+    expect(first).to_have_attribute("data-state", "done")  # the fallback answered
+    assert len(first.locator(".md").inner_text().split()) >= 10
+    expect(first.get_by_role("button", name="Copy", exact=True)).to_be_visible()
     assert violations == [], violations
