@@ -53,15 +53,21 @@ export function copyButton({ label, visible, className, getText, announce }) {
   return button;
 }
 
-/** Give every code block of a rendered fragment a "Copy code" button (its code, as written). */
+/** Give every code block of a rendered fragment a header with its language and a "Copy code"
+ * button (its code, as written). The language is CSS text too (data-lang), not the answer's. */
 export function addCodeCopy(fragment, announce) {
   for (const pre of fragment.querySelectorAll("pre")) {
     const code = pre.querySelector("code") || pre;
+    const lang = /(?:^|\s)language-([\w+#.-]+)/.exec(code.className);
     const box = document.createElement("div");
     box.className = "code-block";
+    const head = document.createElement("div");
+    head.className = "code-head";
+    head.dataset.lang = lang ? lang[1] : "";
     pre.replaceWith(box);
     // markdown-it ends a fence's code with the newline before the closing fence: not the code's.
     const text = () => code.textContent.replace(/\n$/, "");
-    box.append(pre, copyButton({ label: "Copy code", visible: "Copy", className: "copy-code", getText: text, announce }));
+    head.append(copyButton({ label: "Copy code", visible: "Copy", className: "copy-code", getText: text, announce }));
+    box.append(head, pre);
   }
 }

@@ -16,6 +16,17 @@ import yaml from "./vendor/highlightjs/languages/yaml.min.js";
 const LANGUAGES = { bash, css, diff, javascript, json, python, shell, sql, typescript, xml, yaml };
 for (const [name, grammar] of Object.entries(LANGUAGES)) hljs.registerLanguage(name, grammar);
 
+// A grammar compiles on its first use (milliseconds each): do it in idle time, one language per
+// idle period, rather than inside the frame that finishes a stream's first code block.
+const cold = Object.keys(LANGUAGES);
+function warmUp() {
+  const name = cold.shift();
+  if (!name) return;
+  hljs.highlight("", { language: name });
+  requestIdleCallback(warmUp);
+}
+if (window.requestIdleCallback) requestIdleCallback(warmUp);
+
 // Set while a finished block renders: a fence still streaming is shown plain (it would be
 // highlighted again on every frame, and its colours would flicker while its end is unknown).
 let highlighting = false;

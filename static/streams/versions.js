@@ -23,10 +23,11 @@ export function createVersions({ view, onRegenerate, onEdit, onSwitch, busy }) {
     all.forEach((turn, i) => draw(turn, i === all.length - 1));
   }
 
+  // Under the message: the switcher and Edit; at the end of the reply: Regenerate (last turn).
   function draw(turn, last) {
     if (turn.editing) return;
     const ready = turn.runId && turn.ended && !busy();
-    const tools = [];
+    const mine = [];
     const index = turn.versions.indexOf(turn.runId);
     if (turn.versions.length > 1 && index >= 0) {
       const prev = button("version-prev", "Previous version", "‹");
@@ -41,8 +42,21 @@ export function createVersions({ view, onRegenerate, onEdit, onSwitch, busy }) {
       group.setAttribute("role", "group");
       group.setAttribute("aria-label", "Versions");
       group.append(prev, where, next);
-      tools.push(group);
+      mine.push(group);
     }
+    if (ready) {
+      const edit = button("edit", "Edit", "Edit");
+      edit.addEventListener("click", () => openEditor(turn));
+      mine.push(edit);
+    }
+    if (!turn.msgTools) {
+      turn.msgTools = el("div", "msg-tools");
+      turn.user.append(turn.msgTools);
+    }
+    turn.msgTools.replaceChildren(...mine);
+    turn.msgTools.hidden = mine.length === 0;
+
+    const tools = [];
     if (ready && last) {
       const regenerate = button("regenerate", "Regenerate", "Regenerate");
       regenerate.addEventListener("click", () => onRegenerate(turn));
@@ -50,15 +64,6 @@ export function createVersions({ view, onRegenerate, onEdit, onSwitch, busy }) {
     }
     turn.tools.replaceChildren(...tools);
     turn.tools.hidden = tools.length === 0;
-
-    let edit = turn.user.querySelector(".edit");
-    if (ready && !edit) {
-      edit = button("edit", "Edit", "Edit");
-      edit.addEventListener("click", () => openEditor(turn));
-      turn.user.append(edit);
-    } else if (!ready && edit) {
-      edit.remove();
-    }
   }
 
   // The message in a text area that takes the focus: Enter sends, Shift+Enter a new line, Esc cancels.
@@ -76,9 +81,8 @@ export function createVersions({ view, onRegenerate, onEdit, onSwitch, busy }) {
     row.append(cancel, save);
     form.append(area, row);
     turn.userText.hidden = true;
-    const edit = turn.user.querySelector(".edit");
-    if (edit) edit.remove();
-    turn.user.append(form);
+    turn.msgTools.hidden = true;
+    turn.user.insertBefore(form, turn.msgTools);
 
     const close = () => {
       form.remove();
