@@ -80,3 +80,9 @@ def test_a_well_formed_replaces_or_after_passes():
     for name in ("replaces", "after"):
         frame = {"type": "run.start", "pipeline": "demo", "input": "hi", "conversation": "c", name: "r1"}
         assert parse_client_frame(json.dumps(frame), **LIMITS)[name] == "r1"
+
+
+def test_a_new_version_of_the_first_turn_starts_a_branch_of_its_own():
+    tree = tree_of(("q1", ""), ("a2", "q1"), ("q1b", ""))
+    assert tree.versions("q1") == ["q1", "q1b"]
+    assert tree.branch() == ["q1b"] and tree.branch("q1") == ["q1", "a2"]

@@ -66,8 +66,18 @@ TIMELINE_JS = """
 """
 
 
+def shown(text: str) -> str:
+    """Text as a reader sees it: each run of whitespace as one space."""
+    return " ".join(text.split())
+
+
+def rendered(markdown: str) -> str:
+    """What the page shows of the simulated provider's Markdown (headings, lists, bold, fences)."""
+    return shown(re.sub(r"^(#+ |- |```\w*$)", "", markdown, flags=re.M).replace("**", ""))
+
+
 def demo_texts(user_input: str, tokens: int) -> dict[str, str]:
-    """What the simulated provider writes for each demo task on this input (D sees A's output)."""
+    """What the page shows for each demo task on this input (D sees A's output), as shown()."""
     (spec,) = parse_pipelines(json.loads(DEMO_FILE.read_text(encoding="utf-8")))
     provider = SimulatedProvider(tokens=tokens)
     outputs: dict[str, str] = {}
@@ -79,7 +89,7 @@ def demo_texts(user_input: str, tokens: int) -> dict[str, str]:
             system=render_prompt(task.system, user_input, upstream) if task.system else "",
         )
         outputs[task.key] = "".join(provider.text_for(request))
-    return outputs
+    return {key: rendered(text) for key, text in outputs.items()}
 
 
 def section(page: Page, key: str, turn: int = 0):
@@ -176,7 +186,7 @@ def test_answer_streams_live_then_sections_in_order(page, serve, tmp_path):
     expect(page.locator(".turn-status")).to_have_text(re.compile(r"^Finished in"), timeout=WAIT_MS)
 
     expected = demo_texts(message, tokens)
-    assert {key: section_text(page, key) for key in TASKS} == expected
+    assert {key: shown(section_text(page, key)) for key in TASKS} == expected
     titles = page.locator(".task-title").all_text_contents()
     assert titles == ["Answer", "Key points", "Tone and intent", "Follow-up questions"]
 
@@ -381,7 +391,7 @@ def test_dropped_connection_resumes_with_every_token_exactly_once(page, serve):
     page.evaluate("() => window.streamsChat.resume(0)")
 
     expect(page.locator(".turn-status")).to_have_text(re.compile(r"^Finished in"), timeout=WAIT_MS)
-    assert {key: section_text(page, key) for key in TASKS} == demo_texts(message, tokens)
+    assert {key: shown(section_text(page, key)) for key in TASKS} == demo_texts(message, tokens)
     assert page.evaluate("() => window.streamsChat.opens") == 2
     expect(page.locator("#announcer")).to_contain_text("Reconnected.")
 

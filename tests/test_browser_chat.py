@@ -11,7 +11,17 @@ from playwright.sync_api import Page, expect
 
 import tests.test_browser as base
 from tests.support.openai_server import OpenAIServer, Script
-from tests.test_browser import SCREENSHOT, TASKS, WAIT_MS, demo_texts, open_chat, section, section_text, send
+from tests.test_browser import (
+    SCREENSHOT,
+    TASKS,
+    WAIT_MS,
+    demo_texts,
+    open_chat,
+    section,
+    section_text,
+    send,
+    shown,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.redis]
 
@@ -208,7 +218,7 @@ def test_a_run_in_flight_at_reload_is_resumed_and_completes(page, serve):
     expect(page.locator(TURN)).to_have_count(1)
     expect(page.locator("#stop")).to_be_visible()  # the resumed run can be stopped
     expect(page.locator(".turn-status")).to_have_text("Finished.", timeout=WAIT_MS)
-    assert {key: section_text(page, key) for key in TASKS} == demo_texts(message, tokens)
+    assert {key: shown(section_text(page, key)) for key in TASKS} == demo_texts(message, tokens)
     assert page.locator(".user-text").all_text_contents() == [message]
     assert conversation_id(page) == cid
     expect(page.locator("#send")).to_be_visible()

@@ -1,36 +1,13 @@
-"""Deterministic, network-free provider: text derived from the prompt, at a configurable pace."""
+"""Deterministic, network-free provider: Markdown derived from the prompt, at a configurable pace."""
 
 import asyncio
-import hashlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from .base import LLMRequest, Usage
+from .demo_text import WORDS, markdown_tokens
 
-WORDS = [
-    "stream",
-    "order",
-    "token",
-    "answer",
-    "model",
-    "latency",
-    "pipeline",
-    "context",
-    "signal",
-    "summary",
-    "detail",
-    "result",
-    "insight",
-    "measure",
-    "flow",
-    "event",
-    "buffer",
-    "render",
-    "reason",
-    "clear",
-    "quick",
-    "steady",
-]
+__all__ = ["WORDS", "SimulatedProvider", "build"]
 
 # A buffered source never suspends on its own; yield to the loop every so many tokens.
 YIELD_EVERY = 64
@@ -38,7 +15,8 @@ YIELD_EVERY = 64
 
 @dataclass
 class SimulatedProvider:
-    """Yields `tokens` words chosen from a hash of the prompt, `ttft_s` then 1/`tokens_per_s` apart."""
+    """Yields `tokens` tokens of Markdown about the prompt (demo_text.py), `ttft_s` then
+    1/`tokens_per_s` apart; the same request always gets the same tokens."""
 
     name: str = "simulated"
     tokens_per_s: float = 30.0
@@ -47,12 +25,7 @@ class SimulatedProvider:
 
     def text_for(self, request: LLMRequest) -> list[str]:
         """The exact token list this provider produces for a request."""
-        digest = hashlib.sha256(f"{request.model}\0{request.system}\0{request.prompt}".encode()).digest()
-        out = []
-        for i in range(self.tokens):
-            word = WORDS[(digest[i % len(digest)] + i) % len(WORDS)]
-            out.append(word if i == 0 else " " + word)
-        return out
+        return markdown_tokens(request.prompt, f"{request.model}\0{request.system}", self.tokens)
 
     async def stream(self, request: LLMRequest) -> AsyncIterator[str | Usage]:
         """Stream the tokens at the configured pace; a max_tokens cut ends with finish_reason "length"."""

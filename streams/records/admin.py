@@ -64,7 +64,7 @@ class RunAdmin(ReadOnlyAdmin):
     list_select_related = ("conversation",)
     fields = (
         ("run_id", "pipeline", "status"),
-        ("owner", "conversation_link"),
+        ("owner", "conversation_link", "parent"),
         ("started_at", "ended_at", "incomplete"),
         ("error_code", "error_message"),
         "input",

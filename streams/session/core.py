@@ -191,10 +191,12 @@ class RunSession:
         user_input: str,
         ref: str | None = None,
         conversation: str | None = None,
-        **place: str | None,
+        *,
+        replaces: str | None = None,
+        after: str | None = None,
     ) -> str:
-        """Check and start a run (`place`: prepare's replaces / after); return its id."""
-        plan = await self.prepare(pipeline, user_input, ref, conversation, **place)
+        """Check and start a run; return its id."""
+        plan = await self.prepare(pipeline, user_input, ref, conversation, replaces=replaces, after=after)
         await self.launch(plan)
         return plan.run_id
 
