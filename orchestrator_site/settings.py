@@ -82,13 +82,14 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Outside the others, so that every response gets the policy, the 400 of a bad Host too.
+    "orchestrator_site.csp.HostSocketCSPMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "orchestrator_site.csp.HostSocketCSPMiddleware",
 ]
 
 # Content-Security-Policy on every page (django-csp): the chat page renders untrusted model
