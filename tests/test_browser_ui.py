@@ -266,3 +266,19 @@ def test_a_20000_token_answer_streams_without_a_long_task(page, scripted):
     if load > (os.cpu_count() or 1):
         pytest.skip(f"machine load {load:.1f} on {os.cpu_count()} cores; measured {figures}")
     assert longtasks == [], figures
+
+
+def test_the_demo_answer_shows_a_list_and_highlighted_python(page, serve):
+    """Out of the box (the default demo pipeline, the simulated provider): the first answer has
+    a heading, a list and a Python block with highlight.js markup, and a Copy code button."""
+    server = serve(SIMULATED_TOKENS_PER_S="200", SIMULATED_TOKENS="80", SIMULATED_TTFT_S="0.1")
+    open_chat(page, server)
+    expect(page.locator("#pipeline")).to_have_value("demo")
+    send(page, "How do pipelines work?")
+    expect(page.locator(".turn-status")).to_have_text(FINISHED, timeout=WAIT_MS)
+    answer = section(page, "task_a")
+    expect(answer.locator(".md h2").first).to_be_visible()
+    expect(answer.locator(".md ul > li").first).to_be_visible()
+    code = answer.locator(".md pre code.language-python").first
+    expect(code.locator("span.hljs-keyword").first).to_have_text("def")
+    expect(answer.get_by_role("button", name="Copy code").first).to_be_visible()
