@@ -60,6 +60,8 @@ class HostedRun:
     quota: Slot | None = None
     # Clients of this process that get the frames from here, not through the channel layer.
     local: set[LocalWatcher] = field(default_factory=set)
+    # Its frames into the log and to its group (it may be riding out a Redis outage).
+    publisher: RunPublisher | None = None
 
     def deliver(self, frames: list[Frame]) -> None:
         """Hand ordered frames to the local watchers (before the layer: a Redis outage spares them)."""
@@ -138,7 +140,9 @@ class RunHost:
         )
         # Through a Redis outage the publisher re-appends what the log lacks from these.
         publisher.history = pump.history
-        run = HostedRun(run_id, spec, pump, recorder, history or History(), quota=quota, local=local)
+        run = HostedRun(
+            run_id, spec, pump, recorder, history or History(), quota=quota, local=local, publisher=publisher
+        )
         if on_layer_failure is not None:
             run.on_layer_failure.add(on_layer_failure)
         self.runs[run_id] = run
@@ -222,6 +226,8 @@ class RunHost:
             run.grace.cancel()
         if run.quota is not None:
             run.quota.release_soon()
+        if run.publisher is not None:
+            run.publisher.stop()
         self.runs.pop(run.run_id, None)
         if self._control_channel is not None:
             task = asyncio.ensure_future(

@@ -9,15 +9,16 @@ layer. Either way both are done before the next send, so a frame a consumer find
 always already in the log.
 
 **A Redis outage costs no run.** When a send fails with a Redis or OS error, the publisher
-keeps the run going: the pump's sender waits here while the run's tasks go on streaming into
-the pump (bounded by the task and log caps), and the send is retried with backoff for up to
-STREAMS["LAYER_OUTAGE_S"]. When Redis answers again (the same server, a restarted empty one,
-or a promoted replica that missed the last writes), the log's last seq is read, the run's
-metadata and its host's beat are written back if they are gone, and every frame the log
-lacks is re-appended with its own seq as entry id (so a retried append cannot duplicate)
-before the batch is published. Clients fill what the pub/sub layer lost meanwhile from the
-log. Only an outage longer than the window raises, and the host ends the run
-`layer_unavailable`.
+keeps the run going without making its sender wait: it holds this batch and every later one
+(the run's frames are bounded by its log cap) while a task retries with backoff for up to
+STREAMS["LAYER_OUTAGE_S"]. The run's tasks go on streaming, and the clients of this process,
+which get the frames from the host before they are published, go on reading live. When Redis
+answers again (the same server, a restarted empty one, or a promoted replica that missed the
+last writes), the log's last seq is read, the run's metadata and its host's beat are written
+back if they are gone, and every frame the log lacks is re-appended with its own seq as entry
+id (so a retried append cannot duplicate) before the held frames are published. Clients of
+other instances fill what they missed from the log. The run's final frame waits for the log,
+and an outage longer than the window raises: the host ends the run `layer_unavailable`.
 """
 
 import asyncio
@@ -59,6 +60,9 @@ class RunPublisher:
         self._ttl_s = settings.STREAMS["LOG_TTL_S"]
         self._outage_s = settings.STREAMS["LAYER_OUTAGE_S"]
         self._renewed_at = -float("inf")
+        # While Redis is unreachable: the frames not yet published, and the task that retries.
+        self._held: list[Frame] = []
+        self._outage: asyncio.Task | None = None
 
     def _direct_channel(self) -> str | None:
         """The pub/sub channel to PUBLISH to in the log's pipeline, when the group lives on the log's node."""
@@ -71,15 +75,40 @@ class RunPublisher:
         return channel if self.log.topology.same_node(self.log.node(self.run_id), host) else None
 
     async def frames(self, frames: list[Frame]) -> None:
-        """Log the frames and send them to the run's group, through a Redis outage if need be."""
+        """Log the frames and send them to the run's group; during an outage, hold them (see above)."""
         now = asyncio.get_running_loop().time()
-        renew = frames[-1]["type"] in END_TYPES or now - self._renewed_at > self._ttl_s * TTL_RENEW_FRACTION
+        end = frames[-1]["type"] in END_TYPES
+        renew = end or now - self._renewed_at > self._ttl_s * TTL_RENEW_FRACTION
         if renew:
             self._renewed_at = now
-        try:
-            await self._send(frames, renew)
-        except LAYER_ERRORS as exc:
-            await self._ride_out(frames, exc)
+        if self._outage is None:
+            try:
+                await self._send(frames, renew)
+                return
+            except LAYER_ERRORS as exc:
+                logger.warning(
+                    "run %s: Redis unavailable (%s); holding its frames, retrying for up to %.0f s",
+                    self.run_id,
+                    exc,
+                    self._outage_s,
+                    extra={"run_id": self.run_id},
+                )
+                self._outage = asyncio.create_task(self._ride_out(exc), name=f"outage:{self.run_id}")
+        elif self._outage.done():
+            self._outage.result()  # the window ran out: raise its error
+        self._held.extend(frames)
+        if end:
+            # The run ends only once its log is whole (or the window has run out).
+            outage = self._outage
+            if outage is not None:
+                await outage
+
+    def stop(self) -> None:
+        """The run is over: stop retrying (its error, if any, was or will never be reported)."""
+        if self._outage is not None:
+            if self._outage.done() and not self._outage.cancelled():
+                self._outage.exception()  # retrieved: the host already ended the run
+            self._outage.cancel()
 
     async def _send(self, frames: list[Frame], renew: bool) -> None:
         """One attempt: append and publish."""
@@ -94,29 +123,27 @@ class RunPublisher:
             self.layer.group_send(self.group, message),
         )
 
-    async def _ride_out(self, frames: list[Frame], error: BaseException) -> None:
-        """Redis failed a send: retry with backoff until it answers (then repair) or the window ends."""
+    async def _ride_out(self, error: BaseException) -> None:
+        """Retry with backoff until Redis answers (then repair, publish what is held) or the window ends."""
         loop = asyncio.get_running_loop()
         started = loop.time()
-        logger.warning(
-            "run %s: Redis unavailable (%s); holding its frames and retrying for up to %.0f s",
-            self.run_id,
-            error,
-            self._outage_s,
-            extra={"run_id": self.run_id},
-        )
         pause = RETRY_FIRST_S
         while True:
             left = started + self._outage_s - loop.time()
             if left <= 0:
                 raise error
             await asyncio.sleep(min(pause, left))
-            pause = min(pause * 2, RETRY_MAX_S)
+            batch, self._held = self._held, []
             try:
-                appended = await self._repair(frames)
+                appended = await self._repair(batch)
             except LAYER_ERRORS as exc:
-                error = exc
+                self._held[:0] = batch
+                error, pause = exc, min(pause * 2, RETRY_MAX_S)
                 continue
+            if self._held:  # frames arrived during the repair: publish them too, at once
+                pause = 0.0
+                continue
+            self._outage = None
             logger.warning(
                 "run %s: Redis answers again after %.1f s; re-appended %d frames the log lacked",
                 self.run_id,
@@ -147,7 +174,9 @@ class RunPublisher:
         return len(missing)
 
     async def progress(self, frame: Frame) -> None:
-        """Send an unordered run.progress frame to the run's group (not logged)."""
+        """Send an unordered run.progress frame to the run's group (not logged; skipped during an outage)."""
+        if self._outage is not None:
+            return
         message = {"type": "run.progress", "frame": frame}
         if self.direct is not None:
             payload = compat.pubsub_serialize(self.layer, message)
