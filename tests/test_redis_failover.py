@@ -156,16 +156,20 @@ async def test_two_nodes_share_the_runs_and_a_dead_node_costs_only_its_own(tmp_p
     topology = Topology.parse(urls)
     with one, two:
         cookie = session_cookie(one)
-        socks = [await ws(one, cookie) for _ in range(6)]
-        runs = [await start_run(sock, f"run {n}") for n, sock in enumerate(socks)]
+        socks: list = []
+        runs: list[dict] = []
+        held: dict[str, set[str]] = {node.url: set() for node in redis_pair}
+        # Placement is by run id: start runs (one per socket) until both nodes hold some.
+        while len(runs) < 4 or not all(held.values()):
+            assert len(runs) < 24, held
+            socks.append(await ws(one, cookie))
+            runs.append(await start_run(socks[-1], f"run {len(runs)}"))
+            run_id = runs[-1]["run_id"]
+            for node in redis_pair:
+                # Each node holds the metadata of the runs placed on it.
+                if node.client().exists(f"streams:run:{{{run_id}}}:meta"):
+                    held[node.url].add(run_id)
         seen = [await read_until_deltas(sock, 1) for sock in socks]
-        # Spread over both nodes: each node holds the metadata of the runs placed on it.
-        held = {
-            node.url: {
-                r["run_id"] for r in runs if node.client().exists(f"streams:run:{{{r['run_id']}}}:meta")
-            }
-            for node in redis_pair
-        }
         assert held[alive.url] and held[dead.url], held
         assert held[alive.url].isdisjoint(held[dead.url])
         assert topology.size == 2
