@@ -66,7 +66,9 @@ def provider_config(server, **extra) -> dict:
         "base_url": server.base_url,
         "api_key_env": "LLAMA_TEST_API_KEY",
         "api_key_optional": True,
-        "max_retries": 0,
+        # As the `local` provider (LLM_MAX_RETRIES): llama-server can close a kept-alive
+        # connection just as the next request goes out; a retry before the first token covers it.
+        "max_retries": 2,
         "timeout_s": 60.0,
         "max_concurrency": SLOTS,
         "extra_body": {"seed": SEED},
