@@ -112,16 +112,25 @@ class RunPublisher:
 
     async def _send(self, frames: list[Frame], renew: bool) -> None:
         """One attempt: append and publish."""
+        if not isinstance(self.log, RedisRunLog):  # memory: no commands to batch
+            await asyncio.gather(
+                self.log.append(self.run_id, frames, refresh_ttl=renew),
+                self.layer.group_send(self.group, {"type": "run.frames", "frames": frames}),
+            )
+            return
+        await self._write(self.log.append_commands(self.run_id, frames, refresh_ttl=renew), frames)
+
+    async def _write(self, commands: list, frames: list[Frame]) -> None:
+        """Run `commands` on the run's node and publish `frames`: in one pipeline when the group
+        lives there, else concurrently through the layer."""
         message = {"type": "run.frames", "frames": frames}
         if self.direct is not None:
             payload = compat.pubsub_serialize(self.layer, message)
-            commands = self.log.append_commands(self.run_id, frames, refresh_ttl=renew)
             await self.log.execute(self.run_id, [*commands, ("PUBLISH", self.direct, payload)])
-            return
-        await asyncio.gather(
-            self.log.append(self.run_id, frames, refresh_ttl=renew),
-            self.layer.group_send(self.group, message),
-        )
+        else:
+            await asyncio.gather(
+                self.log.execute(self.run_id, commands), self.layer.group_send(self.group, message)
+            )
 
     async def _ride_out(self, error: BaseException) -> None:
         """Retry with backoff until Redis answers (then repair, publish what is held) or the window ends."""
@@ -165,12 +174,7 @@ class RunPublisher:
         missing = [by_seq[seq] for seq in sorted(by_seq)]
         restore = self.log.create_commands(self.run_id, self.meta, only_new=True) if self.meta else []
         restore += self.log.append_commands(self.run_id, missing)
-        if self.direct is not None:
-            payload = compat.pubsub_serialize(self.layer, {"type": "run.frames", "frames": frames})
-            await self.log.execute(self.run_id, [*restore, ("PUBLISH", self.direct, payload)])
-        else:
-            await self.log.execute(self.run_id, restore)
-            await self.layer.group_send(self.group, {"type": "run.frames", "frames": frames})
+        await self._write(restore, frames)
         return len(missing)
 
     async def progress(self, frame: Frame) -> None:
